@@ -1,0 +1,98 @@
+"""The one Faust app every processor registers its agents and tables on.
+
+Inputs are consumed as raw bytes and decoded by the shared codec inside the agent, so a
+record that cannot be decoded reaches its DLQ with the original bytes instead of killing
+the stream. Outputs are sent with the ``telbus`` Faust codec, which *is* the shared
+codec: processors and producers cannot disagree on the wire format.
+"""
+from __future__ import annotations
+
+import faust
+from faust.serializers import codecs
+
+from telbus import config
+from telbus import codec as telbus_codec
+
+
+class TelbusAvroCodec(codecs.Codec):
+    """Faust codec over :mod:`telbus.codec` (single-object or Confluent framing)."""
+
+    def _dumps(self, obj) -> bytes:
+        return telbus_codec.encode(obj)
+
+    def _loads(self, s: bytes):
+        return telbus_codec.decode(s)
+
+
+codecs.register("telbus", TelbusAvroCodec())
+
+#: Partition count of the co-partitioned subscriber topics; Faust's internal topics
+#: (changelogs, repartitions) use it too so tables stay co-partitioned with their sources.
+PARTITIONS = 12
+
+
+def processing_guarantee() -> str:
+    value = config.env("TELBUS_PROCESSING_GUARANTEE", "exactly_once")
+    if value not in ("exactly_once", "at_least_once"):
+        raise ValueError(f"TELBUS_PROCESSING_GUARANTEE must be exactly_once or at_least_once, not {value!r}")
+    return value
+
+
+def worker_id() -> str:
+    return config.env("TELBUS_WORKER_ID", "1")
+
+
+def broker_credentials():
+    """Faust/aiokafka credentials from the same TELBUS_KAFKA_* settings librdkafka uses."""
+    pt = config.kafka_passthrough()
+    protocol = pt.get("security.protocol", "PLAINTEXT").upper()
+    if protocol == "PLAINTEXT":
+        return None
+    import ssl
+
+    ctx = None
+    if "SSL" in protocol:
+        ctx = ssl.create_default_context(cafile=pt.get("ssl.ca.location"))
+        if pt.get("ssl.endpoint.identification.algorithm", "https") == "none":
+            ctx.check_hostname = False
+    if "SASL" in protocol:
+        return faust.SASLCredentials(
+            username=pt.get("sasl.username"), password=pt.get("sasl.password"),
+            mechanism=pt.get("sasl.mechanism", "PLAIN").upper(), ssl_context=ctx)
+    return faust.SSLCredentials(ctx)
+
+
+def create_app() -> faust.App:
+    servers = [f"kafka://{hp.strip()}" for hp in config.bootstrap().split(",") if hp.strip()]
+    datadir = config.data_dir() / "worker" / worker_id()
+    return faust.App(
+        config.env("TELBUS_WORKER_APP_ID", "telbus"),
+        broker=servers,
+        broker_credentials=broker_credentials(),
+        store=config.env("TELBUS_WORKER_STORE", "rocksdb://"),
+        datadir=str(datadir),
+        processing_guarantee=processing_guarantee(),
+        topic_partitions=PARTITIONS,
+        topic_replication_factor=int(config.env("TELBUS_TOPIC_REPLICATION", "1")),
+        key_serializer="raw",
+        value_serializer="raw",
+        web_host=config.http_host(),
+        web_port=int(config.env("TELBUS_WORKER_WEB_PORT", "6066")),
+        autodiscover=False,
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+    )
+
+
+app = create_app()
+
+
+def input_topic(name: str, **kwargs) -> faust.TopicT:
+    """A contract topic as a raw-bytes Faust topic (decoding happens in the agent)."""
+    return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw",
+                     value_serializer="raw", internal=False, **kwargs)
+
+
+def output_topic(name: str) -> faust.TopicT:
+    """A contract output topic: string keys, values in the shared Avro codec."""
+    return app.topic(name, key_serializer="raw", value_serializer="telbus", internal=False)

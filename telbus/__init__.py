@@ -1,0 +1,1 @@
+"""telbus core: configuration, codec, Kafka clients and the CLI."""
