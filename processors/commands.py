@@ -1,0 +1,55 @@
+"""``telbus worker``: the Faust worker running every processor in this package."""
+from __future__ import annotations
+
+import importlib
+import logging
+
+#: Processor shells registered on the shared app; each is imported if present.
+AGENT_MODULES = [
+    "processors.rating.agent",
+    "processors.subscriptions.agent",
+    "processors.fraud.agent",
+    "processors.alarms.agent",
+]
+
+
+def load_agents() -> list[str]:
+    loaded = []
+    for name in AGENT_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and name.startswith(exc.name):
+                continue
+            raise
+        loaded.append(name)
+    return loaded
+
+
+def run_worker(args) -> int:
+    from faust.worker import Worker
+
+    from processors.app import app
+    from telbus import config, metrics, stack
+
+    loaded = load_agents()
+    process = config.env("TELBUS_PROCESS_NAME", "worker")
+    metrics.serve(process)
+    metrics.register_endpoint(process, "views", f"http://{app.conf.web_host}:{app.conf.web_port}/views")
+
+    class TelbusWorker(Worker):
+        async def on_startup_finished(self) -> None:
+            await super().on_startup_finished()
+            stack.mark_ready(process)
+            self.log.info("telbus worker ready: %s", ", ".join(loaded))
+
+    worker = TelbusWorker(app, loglevel=args.loglevel, quiet=True, override_logging=True)
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    worker.execute_from_commandline()
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("worker", help="run the stream processors (Faust worker)")
+    p.add_argument("--loglevel", default="info")
+    p.set_defaults(func=run_worker)
