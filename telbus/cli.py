@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "telbus.stack",
     "telbus.demo_commands",
     "telbus.replay",
+    "telbus.audit",
     "processors.commands",
     "sinks.commands",
 ]
