@@ -102,6 +102,7 @@ __all__ = [
     "CorrelationState",
     "Correlator",
     "InvalidAlarm",
+    "validate_alarm",
     "Outcome",
     "SEVERITIES",
     "DUPLICATE_EVENT",
@@ -181,7 +182,8 @@ def key_str(ne_id: str, cause: str) -> str:
     return json.dumps([ne_id, cause], separators=(",", ":"), ensure_ascii=False)
 
 
-def _validate(alarm: Any) -> None:
+def validate_alarm(alarm: Any) -> None:
+    """Raise InvalidAlarm unless alarm is a well-formed Alarm record."""
     if not isinstance(alarm, dict):
         raise InvalidAlarm("alarm is not a record")
     for name in ("event_id", "alarm_id", "ne_id", "site_id", "probable_cause"):
@@ -214,7 +216,7 @@ class Correlator:
 
         Raises InvalidAlarm (state untouched) for malformed input.
         """
-        _validate(alarm)
+        validate_alarm(alarm)
         st = self.state
         t = alarm["event_time"]
         eid = alarm["event_id"]

@@ -34,7 +34,7 @@ from __future__ import annotations
 from bisect import insort
 from typing import Any, MutableMapping
 
-__all__ = ["Topology", "TopologyError"]
+__all__ = ["Topology", "TopologyError", "validate_ne", "validate_subscriber"]
 
 
 class TopologyError(ValueError):
@@ -53,6 +53,35 @@ def _require_time(event: dict) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise TopologyError("event_time missing or not int epoch millis")
     return value
+
+
+def validate_ne(event: dict) -> None:
+    """Raise TopologyError unless event is a well-formed NetworkElement."""
+    if not isinstance(event, dict):
+        raise TopologyError("NetworkElement is not a record")
+    ne_id = _require_str(event, "ne_id")
+    _require_str(event, "site_id")
+    _require_str(event, "ne_type")
+    _require_time(event)
+    parent = event.get("parent_ne_id")
+    if parent is not None and (not isinstance(parent, str) or not parent):
+        raise TopologyError("parent_ne_id must be a non-empty string or null")
+    if parent == ne_id:
+        raise TopologyError("parent_ne_id equals ne_id")
+    services = event.get("services")
+    if not isinstance(services, list) or not all(isinstance(x, str) for x in services):
+        raise TopologyError("services must be a list of strings")
+
+
+def validate_subscriber(event: dict) -> None:
+    """Raise TopologyError unless event carries a usable subscriber placement."""
+    if not isinstance(event, dict):
+        raise TopologyError("SubscriberCreated is not a record")
+    _require_str(event, "subscriber_id")
+    _require_time(event)
+    ne_id = event.get("access_ne_id")
+    if ne_id is not None and (not isinstance(ne_id, str) or not ne_id):
+        raise TopologyError("access_ne_id must be a non-empty string or null")
 
 
 class Topology:
@@ -91,6 +120,11 @@ class Topology:
             subs_per_ne=dict(data.get("subs_per_ne", {})),
         )
 
+    def invalidate(self) -> None:
+        """Drop the in-memory caches (after the mappings changed behind our back,
+        e.g. a table restored from its changelog on a rebalance)."""
+        self._topology_changed()
+
     def _topology_changed(self) -> None:
         self._subtree_cache.clear()
         self._count_cache.clear()
@@ -119,19 +153,11 @@ class Topology:
 
     def apply_ne(self, event: dict) -> bool:
         """Upsert one NetworkElement event. Returns False when ignored as stale."""
-        ne_id = _require_str(event, "ne_id")
-        site_id = _require_str(event, "site_id")
-        ne_type = _require_str(event, "ne_type")
-        t = _require_time(event)
+        validate_ne(event)
+        ne_id, site_id, ne_type = event["ne_id"], event["site_id"], event["ne_type"]
+        t = event["event_time"]
         parent = event.get("parent_ne_id")
-        if parent is not None and (not isinstance(parent, str) or not parent):
-            raise TopologyError("parent_ne_id must be a non-empty string or null")
-        if parent == ne_id:
-            raise TopologyError("parent_ne_id equals ne_id")
-        services = event.get("services")
-        if not isinstance(services, list) or not all(isinstance(s, str) for s in services):
-            raise TopologyError("services must be a list of strings")
-
+        services = event["services"]
         old = self.nes.get(ne_id)
         if old is not None and t < old["event_time"]:
             return False
@@ -166,11 +192,9 @@ class Topology:
         """
         if event.get("event_type") not in (None, "SubscriberCreated"):
             return False
-        sub_id = _require_str(event, "subscriber_id")
-        t = _require_time(event)
+        validate_subscriber(event)
+        sub_id, t = event["subscriber_id"], event["event_time"]
         ne_id = event.get("access_ne_id")
-        if ne_id is not None and (not isinstance(ne_id, str) or not ne_id):
-            raise TopologyError("access_ne_id must be a non-empty string or null")
         old = self.subscribers.get(sub_id)
         if old is not None and t < old["event_time"]:
             return False
