@@ -82,15 +82,16 @@ class TopicReport:
     details: list[str] = field(default_factory=list)
 
 
-def inspect(admin, create: bool) -> list[TopicReport]:
-    """Compare the catalog with the cluster; with ``create`` make what is missing."""
+def inspect(admin, create: bool, specs: dict[str, Topic] | None = None) -> list[TopicReport]:
+    """Compare the catalog (or ``specs``) with the cluster; with ``create`` make what is missing."""
     from confluent_kafka.admin import ConfigResource, NewTopic, ResourceType
 
+    specs = catalog() if specs is None else specs
     meta = admin.list_topics(timeout=15)
     existing = meta.topics
     reports: list[TopicReport] = []
     to_create = []
-    for t in catalog().values():
+    for t in specs.values():
         if t.name not in existing:
             if create:
                 to_create.append(NewTopic(t.name, num_partitions=t.partitions,
@@ -103,7 +104,7 @@ def inspect(admin, create: bool) -> list[TopicReport]:
             except Exception as exc:  # already exists (race) is fine; anything else is reported
                 if "TOPIC_ALREADY_EXISTS" not in str(exc):
                     next(r for r in reports if r.name == name).details.append(f"create failed: {exc}")
-    present = [t for t in catalog().values() if t.name in existing]
+    present = [t for t in specs.values() if t.name in existing]
     if present:
         resources = [ConfigResource(ResourceType.TOPIC, t.name) for t in present]
         configs = {r.name: f.result() for r, f in admin.describe_configs(resources, request_timeout=30).items()}
