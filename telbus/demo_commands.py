@@ -1,0 +1,226 @@
+"""``telbus demo``: publish the demo workload and show what the backbone made of it.
+
+``make run`` calls ``telbus demo run``: publish once per data directory (a marker keeps a
+second ``make run`` from publishing the same events again), wait until the processors have
+caught up, then print counts per topic, a few decoded events, and each subsystem's report.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from telbus import config
+
+#: Modules with ``report(ctx) -> str | None`` sections for ``telbus demo run``.
+REPORT_MODULES = [
+    "processors.rating.report",
+    "processors.subscriptions.report",
+    "processors.fraud.report",
+    "processors.alarms.report",
+    "sinks.report",
+]
+WORKER_GROUP = "telbus"
+
+
+def _workload(args):
+    from telbus import demo
+
+    return demo.generate(seed=args.seed, subscribers=args.subscribers, cdrs=args.cdrs, fraud=not args.no_fraud)
+
+
+def publish(events, rate: float | None = None, progress=None) -> dict:
+    """Publish ``(topic, key, event)`` tuples, optionally paced at ``rate`` events/s."""
+    from telbus.kafka import Publisher
+
+    pub = Publisher()
+    start = time.monotonic()
+    for i, (topic, key, event) in enumerate(events, 1):
+        if rate:
+            ahead = i / rate - (time.monotonic() - start)
+            if ahead > 0:
+                time.sleep(ahead)   # pacing a load generator, not waiting on a result
+        pub.send(topic, event, key=key)
+        if progress and i % 5000 == 0:
+            progress(i)
+    rep = pub.flush(120)
+    if rep.failed:
+        raise RuntimeError(f"{len(rep.failed)} demo records not delivered: {rep.failed[:3]}")
+    return {"published": rep.delivered, "per_topic": rep.per_topic, "seconds": round(time.monotonic() - start, 2)}
+
+
+def group_lag(group: str, topic_names: list[str]) -> int | None:
+    """Total records the group has not committed yet on these topics (None: group unknown)."""
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+
+    from telbus import kafka
+
+    admin = kafka.admin()
+    c = kafka.consumer(None)
+    try:
+        md = c.list_topics(timeout=10)
+        tps = [TopicPartition(t, p) for t in topic_names if t in md.topics for p in md.topics[t].partitions]
+        fut = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, tps)])[group]
+        committed = {(tp.topic, tp.partition): tp.offset for tp in fut.result().topic_partitions}
+        lag = 0
+        for tp in tps:
+            _lo, hi = c.get_watermark_offsets(tp, timeout=10)
+            done = committed.get((tp.topic, tp.partition), -1)
+            lag += hi - (done if done >= 0 else 0)
+        return lag
+    except Exception:
+        return None
+    finally:
+        c.close()
+
+
+def wait_caught_up(timeout: float = 300.0, log=print) -> bool:
+    import topics
+
+    inputs = [t.name for t in topics.contract_topics("input")]
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        lag = group_lag(WORKER_GROUP, inputs)
+        if lag == 0:
+            return True
+        if lag != last and lag is not None:
+            log(f"  processors catching up: {lag} records to go")
+            last = lag
+        time.sleep(1)
+    return False
+
+
+def end_offset_totals() -> dict[str, int]:
+    """Records per contract topic and DLQ (sum of partition end offsets)."""
+    from confluent_kafka import TopicPartition
+
+    import topics
+    from telbus import kafka
+
+    c = kafka.consumer(None)
+    try:
+        md = c.list_topics(timeout=10)
+        out = {}
+        for name, t in topics.catalog().items():
+            if name not in md.topics or t.kind == "schemas":
+                continue
+            out[name] = sum(c.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1]
+                            for p in md.topics[name].partitions)
+        return out
+    finally:
+        c.close()
+
+
+def sample_records(topic: str, n: int = 2) -> list[dict]:
+    """The first ``n`` decodable records of a topic, in the consume JSON form."""
+    from confluent_kafka import KafkaError, TopicPartition
+
+    from telbus import codec, kafka
+    from telbus.cli import record_json
+
+    c = kafka.consumer(None)
+    try:
+        md = c.list_topics(topic, timeout=10)
+        c.assign([TopicPartition(topic, p, 0) for p in md.topics[topic].partitions])
+        out, eof = [], 0
+        deadline = time.monotonic() + 10
+        while len(out) < n and eof < len(md.topics[topic].partitions) and time.monotonic() < deadline:
+            msg = c.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error():
+                eof += msg.error().code() == KafkaError._PARTITION_EOF
+                continue
+            try:
+                out.append(record_json(msg, codec.decode(msg.value())))
+            except codec.DecodeError:
+                continue
+        return out
+    finally:
+        c.close()
+
+
+def cmd_publish(args) -> int:
+    marker = config.run_dir() / "demo-published.json"
+    if marker.exists() and not args.force:
+        print(f"demo workload already published (see {marker}); --force to publish again", file=sys.stderr)
+        return 0
+    w = _workload(args)
+    events = w.events[: args.count] if args.count else w.events
+    result = publish(events, args.rate, progress=lambda i: print(f"  published {i}", file=sys.stderr)
+                     if sys.stderr.isatty() else None)
+    marker.write_text(json.dumps({"result": result, "manifest": w.manifest}, default=str))
+    print(json.dumps(result))
+    return 0
+
+
+def cmd_print(args) -> int:
+    from telbus import jsonform
+
+    for topic, key, event in _workload(args).events[: args.count or None]:
+        sys.stdout.write(json.dumps({"topic": topic, "key": key, "value": jsonform.event_to_json(event)},
+                                    ensure_ascii=False) + "\n")
+    return 0
+
+
+def cmd_run(args) -> int:
+    import importlib
+
+    marker = config.run_dir() / "demo-published.json"
+    print("== telbus demo ==")
+    if not marker.exists():
+        w = _workload(args)
+        t = time.monotonic()
+        result = publish(w.events)
+        marker.write_text(json.dumps({"result": result, "manifest": w.manifest}, default=str))
+        print(f"published {result['published']} demo events in {time.monotonic() - t:.1f}s")
+    else:
+        print("demo workload already published in this data directory (make clean to start over)")
+    manifest = json.loads(marker.read_text())["manifest"]
+    if not wait_caught_up(args.wait):
+        print(f"warning: processors still behind after {args.wait:.0f}s; figures below are partial")
+    counts = end_offset_totals()
+    print("\n-- records per topic --")
+    for name, n in counts.items():
+        if n or not name.endswith(".dlq"):
+            print(f"  {name:32} {n:>9}")
+    print("\n-- a few decoded events --")
+    for name in ("net.cdr.raw", "bss.cdr.rated", "sec.fraud.alerts", "oss.incidents", "bss.subscription.state"):
+        if counts.get(name):
+            for rec in sample_records(name, 1):
+                print(f"  {name}: {json.dumps(rec['value'], ensure_ascii=False)}")
+    ctx = {"manifest": manifest, "counts": counts}
+    for mod_name in REPORT_MODULES:
+        try:
+            mod = importlib.import_module(mod_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and mod_name.startswith(exc.name):
+                continue
+            raise
+        text = mod.report(ctx)
+        if text:
+            print("\n" + text.rstrip())
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("demo", help="the deterministic demo workload")
+    dsub = p.add_subparsers(dest="demo_command", required=True)
+    for name, func, text in [("publish", cmd_publish, "publish the demo workload (paced with --rate)"),
+                             ("print", cmd_print, "print the demo workload as JSON lines"),
+                             ("run", cmd_run, "publish once, wait for the processors, show the results")]:
+        d = dsub.add_parser(name, help=text)
+        d.add_argument("--seed", type=int, default=7)
+        d.add_argument("--subscribers", type=int, default=200)
+        d.add_argument("--cdrs", type=int, default=5000)
+        d.add_argument("--no-fraud", action="store_true", help="a quiet workload: no injected fraud")
+        if name == "publish":
+            d.add_argument("--rate", type=float, help="events per second (default: as fast as possible)")
+            d.add_argument("--count", type=int, help="publish only the first N events")
+            d.add_argument("--force", action="store_true", help="publish even if already published here")
+        if name == "print":
+            d.add_argument("--count", type=int)
+        if name == "run":
+            d.add_argument("--wait", type=float, default=300.0, help="seconds to wait for the processors")
+        d.set_defaults(func=func)
