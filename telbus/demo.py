@@ -565,7 +565,19 @@ def generate(seed: int = 7, subscribers: int = 200, cdrs: int = 5000, fraud: boo
 
     ``cdrs`` background CDRs (the fraud patterns add their own), ``orders`` orders
     (default subscribers // 4), ``storms`` OLT-failure alarm storms and ``flaps`` flapping
-    links. ``fraud=False`` gives the same workload without the injected fraud.
+    links. ``fraud=False`` gives the same workload without the injected fraud: the
+    background is generated identically either way.
+
+    ``manifest`` (JSON-serialisable):
+      counts (per topic), event_types, plans (``plan_id@version``), new_subscribers,
+      terminated_subscribers, orders (orders, without_work_orders, work_orders,
+      failed_work_orders, completed_orders, failed_orders),
+      storms: [{kind OLT_FAILURE, root_ne_id, site_id, root_alarm_id, start_ms,
+      root_raised_ms, cleared_ms, symptom_ne_ids, symptom_alarm_ids, affected_subscribers}],
+      flapping: [{kind LINK_FLAPPING, ne_id, site_id, probable_cause, transitions, start_ms}],
+      fraud: {rule: {subject_type, subjects, alerts (expected with the default thresholds
+      and 10-minute suppression), event_ids, window [first, last event time],
+      reference_event_ids (IRSF/SIMBOX: creation of the dedicated line)}}.
     """
     base = _parse_base(base_time_ms)
     window = hours * HOUR
@@ -574,9 +586,9 @@ def generate(seed: int = 7, subscribers: int = 200, cdrs: int = 5000, fraud: boo
     manifest: dict = {"seed": seed, "base_time_ms": base, "window_ms": window,
                       "subscribers": subscribers, "fraud_enabled": fraud}
 
-    _lifecycle(ref, mix, manifest)
+    suspended = _lifecycle(ref, mix, manifest)
     _orders(ref, mix, manifest, subscribers // 4 if orders is None else orders)
-    _cdrs(ref, mix, cdrs)
+    _cdrs(ref, mix, cdrs, suspended)
     _alarms(ref, mix, manifest, storms, flaps)
     _logins(ref, mix)
     manifest["fraud"], extra_ref = _inject_fraud(ref, mix) if fraud else ({}, [])
@@ -592,7 +604,10 @@ def generate(seed: int = 7, subscribers: int = 200, cdrs: int = 5000, fraud: boo
 
 # --------------------------------------------------------------------------- sections
 
-def _lifecycle(ref: _Ref, mix: _Mix, manifest: dict):
+def _lifecycle(ref: _Ref, mix: _Mix, manifest: dict) -> dict:
+    """New lines, plan changes, suspensions, terminations, top-ups and payments. Returns
+    {subscriber_id: (from, until)} of the suspensions (no traffic then)."""
+    suspended = {}
     rng = random.Random(f"{ref.seed}/lifecycle")
     ids = _Ids(ref.seed, "L")
     when = _time_sampler(rng, ref.base, ref.window)
@@ -614,10 +629,12 @@ def _lifecycle(ref: _Ref, mix: _Mix, manifest: dict):
             t = when(ref.base, end - 6 * HOUR)
             mix.add(T_SUB, _ev("StatusChanged", ids("STC"), t, f"CRM-{s.prov}",
                                subscriber_id=s.sid, status="SUSPENDED", reason="LOST_SIM"))
+            until = end + DAY
             if rng.random() < 0.6:
-                mix.add(T_SUB, _ev("StatusChanged", ids("STC"), t + rng.randrange(2 * HOUR, 6 * HOUR),
-                                   f"CRM-{s.prov}", subscriber_id=s.sid, status="ACTIVE",
-                                   reason="SIM_REPLACED"))
+                until = t + rng.randrange(2 * HOUR, 6 * HOUR)
+                mix.add(T_SUB, _ev("StatusChanged", ids("STC"), until, f"CRM-{s.prov}",
+                                   subscriber_id=s.sid, status="ACTIVE", reason="SIM_REPLACED"))
+            suspended[s.sid] = (t, until)
         if s.terminated is not None:
             mix.add(T_SUB, _ev("StatusChanged", ids("STC"), s.terminated, f"CRM-{s.prov}",
                                subscriber_id=s.sid, status="TERMINATED",
@@ -636,6 +653,7 @@ def _lifecycle(ref: _Ref, mix: _Mix, manifest: dict):
                                amount_li=rng.randrange(59, 400) * 1000))
     manifest["new_subscribers"] = new_subs
     manifest["terminated_subscribers"] = sorted(s.sid for s in ref.subs if s.terminated)
+    return suspended
 
 
 def _orders(ref: _Ref, mix: _Mix, manifest: dict, n_orders: int):
@@ -711,7 +729,7 @@ def _apply(have: set, items: list):
         (have.add if it["action"] == "ADD" else have.discard)(it["product_id"])
 
 
-def _cdrs(ref: _Ref, mix: _Mix, n: int):
+def _cdrs(ref: _Ref, mix: _Mix, n: int, suspended: dict):
     rng = random.Random(f"{ref.seed}/cdrs")
     rnd = rng.random
     when = _time_sampler(rng, ref.base, ref.window)
@@ -727,7 +745,8 @@ def _cdrs(ref: _Ref, mix: _Mix, n: int):
         t = when()
         for _ in range(50):
             s = subs[bisect.bisect_right(cum, rnd() * acc)]
-            if s.alive(t):
+            if s.alive(t) and not (s.sid in suspended
+                                   and suspended[s.sid][0] <= t < suspended[s.sid][1]):
                 break
         else:
             continue
@@ -885,11 +904,12 @@ def _logins(ref: _Ref, mix: _Mix):
 
 # --------------------------------------------------------------------------- fraud injection
 
-def _inject_fraud(ref: _Ref, mix: _Mix) -> dict:
+def _inject_fraud(ref: _Ref, mix: _Mix) -> tuple[dict, list]:
+    """Adds the fraud events to ``mix``; returns the manifest part and the reference
+    events (subscriber creations) of the dedicated fraud lines."""
     rng = random.Random(f"{ref.seed}/fraud")
     ids = _Ids(ref.seed, "F")
     base, window = ref.base, ref.window
-    end = base + window
     out: dict = {}
     dom, _intl = _number_pools(ref.seed)
 
@@ -899,7 +919,7 @@ def _inject_fraud(ref: _Ref, mix: _Mix) -> dict:
             mix.add(topic, ev)
             ev_ids.append(ev["event_id"])
         times = [e["event_time"] for e in events]
-        out[rule] = {"subject_type": subject_type, "subjects": [subject],
+        out[rule] = {"subject_type": subject_type, "subjects": [subject], "alerts": 1,
                      "event_ids": ev_ids, "window": [min(times), max(times)]}
 
     old = [s for s in ref.subs if not s.new and s.terminated is None]
@@ -994,12 +1014,15 @@ def _inject_fraud(ref: _Ref, mix: _Mix) -> dict:
 
     # IRSF: an established postpaid line suddenly calling satellite premium numbers.
     irsf = new_line(1, "GD", "POSTPAID", "TY-POST-59", base - 200 * DAY - 3 * HOUR, bb=True)
+    # One call at a time; the third is short so the rule's hits (3rd and 4th call) fall
+    # inside one 10-minute suppression interval: one alert.
     t = base + rng.randrange(window // 6, window // 3)
     evs = []
-    for k in range(5):
+    for k in range(4):
         prefix = rng.choice(("00882", "00881", "00870"))
-        evs.append(cdr(irsf, t, f"{prefix}{rng.randrange(10**7, 10**8)}", rng.randrange(300, 900)))
-        t += rng.randrange(4, 9) * MIN
+        duration = rng.randrange(120, 300) if k == 2 else rng.randrange(300, 900)
+        evs.append(cdr(irsf, t, f"{prefix}{rng.randrange(10**7, 10**8)}", duration))
+        t += duration * SEC + rng.randrange(30, 90) * SEC
     record("IRSF", "SUBSCRIBER", irsf.sid, evs, T_CDR)
     opening = _creation_events(irsf, ids, rng)
     out["IRSF"]["reference_event_ids"] = [e["event_id"] for e in opening]
@@ -1010,10 +1033,11 @@ def _inject_fraud(ref: _Ref, mix: _Mix) -> dict:
     t = base + rng.randrange(window // 2, window * 3 // 4)
     targets = rng.sample(dom, 55)
     evs = []
-    for k in range(62):
+    for k in range(56):      # back to back, one SIM one call: 56 calls in under 52 min
         called = targets[k] if k < len(targets) else rng.choice(targets)
-        evs.append(cdr(simbox, t, called, rng.randrange(15, 95)))
-        t += rng.randrange(35, 55) * SEC
+        duration = rng.randrange(15, 40)
+        evs.append(cdr(simbox, t, called, duration))
+        t += (duration + rng.randrange(5, 15)) * SEC
     record("SIMBOX", "SUBSCRIBER", simbox.sid, evs, T_CDR)
     opening = _creation_events(simbox, ids, rng)
     out["SIMBOX"]["reference_event_ids"] = [e["event_id"] for e in opening]
@@ -1023,15 +1047,18 @@ def _inject_fraud(ref: _Ref, mix: _Mix) -> dict:
     created = base + rng.randrange(HOUR, 4 * HOUR)
     newbie = new_line(3, "FJ", "PREPAID", "TY-PRE-19", created)
     evs = _creation_events(newbie, ids, rng)
+    # Three calls stay under 100000 li (<= 1800 s at 2990 li/min); the fourth crosses it
+    # (>= 2160 s in all): exactly one hit.
     t = created + rng.randrange(30, 90) * MIN
-    for k in range(5):
+    for k in range(4):
         cc = rng.choice(("1", "44", "61", "65"))
-        evs.append(cdr(newbie, t, f"00{cc}{rng.randrange(10**8, 10**9)}", rng.randrange(600, 1000)))
-        t += rng.randrange(20, 40) * MIN
+        duration = rng.randrange(900, 1200) if k == 3 else rng.randrange(420, 601)
+        evs.append(cdr(newbie, t, f"00{cc}{rng.randrange(10**8, 10**9)}", duration))
+        t += duration * SEC + rng.randrange(20, 40) * MIN
     for ev in evs:
         mix.add(T_SUB if ev["event_type"] != "Cdr" else T_CDR, ev)
     times = [e["event_time"] for e in evs]
-    out["NEW_SUBSCRIBER_SPEND"] = {"subject_type": "SUBSCRIBER", "subjects": [newbie.sid],
+    out["NEW_SUBSCRIBER_SPEND"] = {"subject_type": "SUBSCRIBER", "subjects": [newbie.sid], "alerts": 1,
                                    "event_ids": [e["event_id"] for e in evs],
                                    "window": [min(times), max(times)]}
     return out, extra_ref
