@@ -14,8 +14,15 @@ AGENT_MODULES = [
 
 
 def load_agents() -> list[str]:
+    """Import the agent modules; ``TELBUS_WORKER_AGENTS=rating,fraud`` limits the set
+    (benchmarks measure one processor at a time; a deployment may split them too)."""
+    from telbus import config
+
+    only = {a.strip() for a in (config.env("TELBUS_WORKER_AGENTS") or "").split(",") if a.strip()}
     loaded = []
     for name in AGENT_MODULES:
+        if only and name.split(".")[1] not in only:
+            continue
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as exc:
