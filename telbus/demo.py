@@ -708,9 +708,9 @@ def _orders(ref: _Ref, mix: _Mix, manifest: dict, n_orders: int):
     for order_id, s, items, wos in wo_plans:
         failed = False
         for wo_id, tg, td, tc, fail in wos:
-            mix.add(T_ORDER, _ev("WorkOrderDispatched", ids("WOD"), td, "IBSS", order_id=order_id,
+            mix.add(T_ORDER, _ev("WorkOrderDispatched", ids("WOD"), td, "IBSS", order_id=order_id, subscriber_id=s.sid,
                                  work_order_id=wo_id, target_system=tg), key=s.sid)
-            mix.add(T_ORDER, _ev("WorkOrderCompleted", ids("WOC"), tc, tg, order_id=order_id,
+            mix.add(T_ORDER, _ev("WorkOrderCompleted", ids("WOC"), tc, tg, order_id=order_id, subscriber_id=s.sid,
                                  work_order_id=wo_id, result="FAILED" if fail else "SUCCESS",
                                  error=_WO_ERRORS[tg] if fail else None), key=s.sid)
             stats["work_orders"] += 1
