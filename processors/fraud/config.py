@@ -12,6 +12,10 @@ variable                                      default    meaning
 ============================================  =========  ====================================
 TELBUS_FRAUD_ALLOWED_LATENESS_S               30         events older than (key watermark -
                                                          this) are counted as late, ignored
+TELBUS_FRAUD_MERGE_SKEW_S                     3600       how far one input may trail another
+                                                         for the same key and still count
+                                                         (stuffing repartition; creation vs
+                                                         rated stream); extends retention
 TELBUS_FRAUD_SUPPRESSION_S                    600        one alert per (rule, subject) per
                                                          this much event time
 TELBUS_FRAUD_BRUTE_FORCE_FAILURES             5          BAD_PASSWORD logins per account ...
@@ -50,6 +54,7 @@ DEFAULT_IRSF_PREFIXES: tuple[str, ...] = ("00881", "00882", "00883", "00870", "0
 @dataclass(frozen=True)
 class FraudConfig:
     allowed_lateness_s: int = 30
+    merge_skew_s: int = 3600
     suppression_s: int = 600
     brute_force_failures: int = 5
     brute_force_window_s: int = 60
@@ -89,6 +94,10 @@ class FraudConfig:
     @property
     def allowed_lateness_ms(self) -> int:
         return self.allowed_lateness_s * 1000
+
+    @property
+    def merge_skew_ms(self) -> int:
+        return self.merge_skew_s * 1000
 
     @property
     def suppression_ms(self) -> int:
@@ -150,7 +159,7 @@ class FraudConfig:
         return out
 
 
-_MINIMUM = {"allowed_lateness_s": 0}
+_MINIMUM = {"allowed_lateness_s": 0, "merge_skew_s": 0}
 
 
 def env_name(field_name: str) -> str:

@@ -30,6 +30,17 @@ Watermark and lateness
     the tightest watermark that is still deterministic. Events inside the lateness are
     placed by event time, so out-of-order arrival counts exactly as in-order arrival.
 
+Merged inputs
+    Two rules see one key's events from several ordered inputs: CREDENTIAL_STUFFING
+    (logins of one source_ip come from every partition of sec.login.events, keyed by
+    account, through a repartition; the shell passes the source partition as ``origin``)
+    and NEW_SUBSCRIBER_SPEND (bss.subscriber.events and bss.cdr.rated; the origin is the
+    event type). Each input is in order but they advance at their own pace (a backlog is
+    consumed round-robin by record count, not by time). There the state keeps one
+    watermark per origin (``wmo``): an event is late when it is older than its own
+    origin's watermark minus the lateness, or older than the key's overall watermark
+    minus the lateness minus ``merge_skew`` (default 1 h), which also bounds retention.
+
 Windows
     A window of length W is half-open in event time: ``[s, s + W)``, i.e. "within 60 s"
     means the last event is less than 60 s after the first. A rule fires when an accepted
@@ -54,8 +65,8 @@ Severity (fixed per rule)
     NEW_SUBSCRIBER_SPEND MEDIUM.
 
 Bounded state
-    Window entries older than ``watermark - lateness - W`` can never share a window with an
-    accepted event and are dropped on every update; alert records older than
+    Window entries older than ``watermark - lateness - W`` (``- merge_skew`` for merged
+    inputs) can never share a window with an accepted event and are dropped on every update; alert records older than
     ``watermark - lateness - suppression`` can no longer suppress anything and are dropped.
     Entries per key are also capped at ``max_window_events`` (oldest dropped). So memory per
     key is bounded by the event rate inside one window, never by elapsed time.
@@ -181,9 +192,24 @@ def _copy(state: dict[str, Any] | None) -> dict[str, Any]:
     return out
 
 
-def _is_late(state: dict[str, Any] | None, t: int, config: FraudConfig) -> bool:
+def _is_late(
+    state: dict[str, Any] | None, t: int, config: FraudConfig, origin: str | None = None
+) -> bool:
     wm = None if state is None else state.get("wm")
-    return wm is not None and t < wm - config.allowed_lateness_ms
+    if wm is None:
+        return False
+    lateness = config.allowed_lateness_ms
+    if origin is None:
+        return t < wm - lateness
+    if t < wm - lateness - config.merge_skew_ms:
+        return True
+    own = state.get("wmo", {}).get(origin)
+    return own is not None and t < own - lateness
+
+
+def _skew(state: dict[str, Any], config: FraudConfig) -> int:
+    """Extra retention of a state fed by several origins (see "Merged inputs")."""
+    return config.merge_skew_ms if "wmo" in state else 0
 
 
 def _entry_key(e: list) -> tuple[int, str]:
@@ -218,8 +244,9 @@ def _prune(
     wm = state["wm"] if wm is None else wm
     if wm is None:
         return
-    # An accepted event has t >= wm - L; a window holding it starts after t - W.
-    horizon = wm - config.allowed_lateness_ms - window_ms
+    # An accepted event has t >= wm - L (- M if merged); a window holding it starts
+    # after t - W.
+    horizon = wm - config.allowed_lateness_ms - _skew(state, config) - window_ms
     state["entries"] = _prune_entries(state["entries"], horizon)
     if "mt" in state:
         state["mt"] = _prune_entries(state["mt"], horizon)
@@ -230,14 +257,19 @@ def _prune_alerts(state: dict[str, Any], config: FraudConfig, wm: int | None = N
     wm = state["wm"] if wm is None else wm
     if wm is None:
         return
-    # A future hit has hit time >= wm - L; an alert suppresses it if hit - at < S.
-    floor = wm - config.allowed_lateness_ms - config.suppression_ms
+    # A future hit has hit time >= wm - L (- M); an alert suppresses it if hit - at < S.
+    floor = wm - config.allowed_lateness_ms - _skew(state, config) - config.suppression_ms
     state["alerts"] = [a for a in state["alerts"] if a["at"] > floor]
 
 
-def _advance(state: dict[str, Any], t: int) -> None:
+def _advance(state: dict[str, Any], t: int, origin: str | None = None) -> None:
     if state["wm"] is None or t > state["wm"]:
         state["wm"] = t
+    if origin is not None:
+        wmo = dict(state.get("wmo", {}))
+        if origin not in wmo or t > wmo[origin]:
+            wmo[origin] = t
+        state["wmo"] = dict(sorted(wmo.items()))
 
 
 class _Acc:
@@ -341,14 +373,15 @@ def _windowed(
     window_ms: int,
     acc: _Acc,
     config: FraudConfig,
+    origin: str | None = None,
 ) -> RuleResult:
     """Common path of the sliding-window rules: late/dup check, insert, evaluate, prune."""
-    if _is_late(state, t, config):
+    if _is_late(state, t, config, origin):
         return RuleResult(state or new_state(), [], late=True)
     if state is not None and _contains(state.get("entries", []), t, entry[1]):
         return RuleResult(state, [], duplicate=True)
     st = _copy(state)
-    _advance(st, t)
+    _advance(st, t, origin)
     _prune(st, window_ms, config)
     _insert(st["entries"], entry, config)
     alerts, suppressed = _evaluate(rule, st, subject, t, window_ms, acc, config)
@@ -475,9 +508,15 @@ def brute_force(state: dict | None, event: dict, config: FraudConfig) -> RuleRes
     )
 
 
-def credential_stuffing(state: dict | None, event: dict, config: FraudConfig) -> RuleResult:
+def credential_stuffing(
+    state: dict | None, event: dict, config: FraudConfig, origin: str | None = None
+) -> RuleResult:
     """CREDENTIAL_STUFFING: failed logins (any result but SUCCESS) for >= N distinct
-    accounts from one source_ip within W."""
+    accounts from one source_ip within W.
+
+    The logins of one source_ip come from every partition of sec.login.events (they are
+    keyed by account) through a repartition: pass the source partition as ``origin`` so
+    lateness is judged per origin (see "Merged inputs")."""
     t, event_id, result = _login(event)
     if result == "SUCCESS":
         return RuleResult(state or new_state(), [])
@@ -486,7 +525,7 @@ def credential_stuffing(state: dict | None, event: dict, config: FraudConfig) ->
     return _windowed(
         CREDENTIAL_STUFFING, state, subject, t, [t, event_id, account],
         config.stuffing_window_ms,
-        _Distinct(config.stuffing_accounts, "failures", "distinct_accounts"), config,
+        _Distinct(config.stuffing_accounts, "failures", "distinct_accounts"), config, origin,
     )
 
 
@@ -603,11 +642,11 @@ def new_subscriber_spend(state: dict | None, event: dict, config: FraudConfig) -
         subject = _field(event, "subscriber_id", str)
         if state is not None and state.get("created") is not None:
             return RuleResult(state, [], duplicate=state["created"][1] == event_id)
-        if _is_late(state, t, config):
+        if _is_late(state, t, config, etype):
             return RuleResult(state or new_state(), [], late=True)
         st = _copy(state)
         st["created"] = [t, event_id]
-        _advance(st, t)
+        _advance(st, t, etype)
         evaluate = True
     elif etype == "RatedCdr":
         if _field(event, "status", str) != "RATED":
@@ -618,12 +657,12 @@ def new_subscriber_spend(state: dict | None, event: dict, config: FraudConfig) -
         t = _field(event, "rated_at", int)
         cdr_id = _field(event, "cdr_id", str)
         subject = _field(event, "subscriber_id", str)
-        if _is_late(state, t, config):
+        if _is_late(state, t, config, etype):
             return RuleResult(state or new_state(), [], late=True)
         if state is not None and _contains(state.get("entries", []), t, cdr_id):
             return RuleResult(state, [], duplicate=True)
         st = _copy(state)
-        _advance(st, t)
+        _advance(st, t, etype)
         created = st.get("created")
         evaluate = created is None or created[0] <= t < created[0] + window_ms
         if evaluate:
@@ -650,12 +689,13 @@ def new_subscriber_spend(state: dict | None, event: dict, config: FraudConfig) -
 def _prune_spend(st: dict[str, Any], config: FraudConfig, wm: int | None = None) -> None:
     created = st.get("created")
     wm = st["wm"] if wm is None else wm
+    floor = wm - config.allowed_lateness_ms - _skew(st, config)
     if created is None:
-        # A creation accepted later has created_at >= wm - L; earlier spends cannot join it.
-        st["entries"] = [e for e in st["entries"] if e[0] >= wm - config.allowed_lateness_ms]
+        # A creation accepted later has created_at >= floor; earlier spends cannot join it.
+        st["entries"] = [e for e in st["entries"] if e[0] >= floor]
     else:
         c, w = created[0], config.new_subscriber_window_ms
-        if wm - config.allowed_lateness_ms >= c + w:
+        if floor >= c + w:
             st["entries"] = []  # window closed: no accepted spend can fall inside it
             st["closed"] = True
         else:

@@ -16,6 +16,7 @@ def test_defaults_are_the_contract_values():
     assert (c.new_subscriber_spend_li, c.new_subscriber_window_ms) == (100_000, 86_400_000)
     assert c.suppression_ms == 600_000
     assert c.allowed_lateness_ms == 30_000
+    assert c.merge_skew_ms == 3_600_000
 
 
 def test_frozen():
@@ -31,6 +32,7 @@ def test_from_env_empty_gives_defaults():
 def test_from_env_reads_every_variable():
     env = {
         "TELBUS_FRAUD_ALLOWED_LATENESS_S": "0",
+        "TELBUS_FRAUD_MERGE_SKEW_S": "0",
         "TELBUS_FRAUD_SUPPRESSION_S": "300",
         "TELBUS_FRAUD_BRUTE_FORCE_FAILURES": "10",
         "TELBUS_FRAUD_BRUTE_FORCE_WINDOW_S": "120",
@@ -50,6 +52,7 @@ def test_from_env_reads_every_variable():
     }
     c = FraudConfig.from_env(env)
     assert c.allowed_lateness_ms == 0
+    assert c.merge_skew_ms == 0
     assert c.suppression_ms == 300_000
     assert c.brute_force_failures == 10 and c.brute_force_window_ms == 120_000
     assert c.stuffing_accounts == 30 and c.stuffing_window_ms == 90_000
@@ -76,6 +79,7 @@ def test_from_env_reads_every_variable():
         ("TELBUS_FRAUD_IRSF_SECONDS", "abc"),
         ("TELBUS_FRAUD_SUPPRESSION_S", "0"),
         ("TELBUS_FRAUD_ALLOWED_LATENESS_S", "-1"),
+        ("TELBUS_FRAUD_MERGE_SKEW_S", "1h"),
         ("TELBUS_FRAUD_IRSF_PREFIXES", "00881,,00882"),
         ("TELBUS_FRAUD_IRSF_PREFIXES", "00881,+882"),
         ("TELBUS_FRAUD_SIMBOX_DISTINCT_NUMBERS", "51"),

@@ -296,6 +296,47 @@ def test_stuffing_ignores_success():
     assert stuffing_run(20, result="SUCCESS").alerts == []
 
 
+class OriginRun(Run):
+    """Credential stuffing fed through the repartition: each event has a source partition."""
+
+    def __init__(self):
+        super().__init__(rules.credential_stuffing)
+
+    def feed_from(self, origin, *events):
+        self.detector = lambda st, e, c: rules.credential_stuffing(st, e, c, origin=origin)
+        return self.feed(*events)
+
+
+def test_stuffing_lateness_is_per_source_partition():
+    r = OriginRun()
+    # partition "1" is consumed first and is 45 s ahead of partition "0": not late
+    r.feed_from("1", *[login(T0 + 40 * S + i * S, account=f"b{i}", ip="1.2.3.4") for i in range(10)])
+    r.feed_from("0", *[login(T0 + i * S, account=f"a{i}", ip="1.2.3.4") for i in range(10)])
+    assert r.late == 0
+    [a] = r.alerts
+    assert a["evidence"] == {"failures": 20, "distinct_accounts": 20}
+    assert a["window_start"] == T0
+    assert set(r.state["wmo"]) == {"0", "1"}
+
+
+def test_stuffing_out_of_order_inside_one_partition_is_late():
+    r = OriginRun()
+    r.feed_from("0", login(T0 + MIN, account="x", ip="1.2.3.4"))
+    r.feed_from("0", login(T0 + MIN - 31 * S, account="y", ip="1.2.3.4"))
+    assert r.late == 1
+    r.feed_from("1", login(T0 + MIN - 31 * S, account="z", ip="1.2.3.4"))
+    assert r.late == 1
+
+
+def test_stuffing_beyond_merge_skew_is_late():
+    r = OriginRun()
+    r.feed_from("0", login(T0 + 2 * H, account="x", ip="1.2.3.4"))
+    r.feed_from("1", login(T0 + H - 31 * S, account="y", ip="1.2.3.4"))
+    assert r.late == 1
+    r.feed_from("2", login(T0 + H - 29 * S, account="y", ip="1.2.3.4"))
+    assert r.late == 1 and len(r.state["entries"]) == 2
+
+
 # =========================================================== IMPOSSIBLE_TRAVEL
 
 
@@ -536,9 +577,10 @@ def test_new_subscriber_spend_same_cdr_twice_counts_once():
 
 def test_new_subscriber_spend_without_creation_never_alerts():
     r = Run(rules.new_subscriber_spend)
-    r.feed(*[rated(T0 + i * MIN, 100_000) for i in range(30)])
+    r.feed(*[rated(T0 + i * 10 * MIN, 100_000) for i in range(300)])  # 50 h
     assert r.alerts == []
-    assert len(r.state["entries"]) <= 1  # only the lateness is buffered
+    # only lateness + merge skew (1 h 30 s) is buffered while the creation is unknown
+    assert len(r.state["entries"]) == 7
 
 
 def test_new_subscriber_spend_rated_before_created_within_lateness():
@@ -548,10 +590,29 @@ def test_new_subscriber_spend_rated_before_created_within_lateness():
     assert a["window_start"] == T0 and a["window_end"] == T0 + 10 * S
 
 
-def test_new_subscriber_spend_created_too_late():
+def test_new_subscriber_spend_creation_behind_the_rated_stream_still_joins():
+    # the two topics are separate inputs: the creation may trail the rated stream by up
+    # to the merge skew (1 h) + lateness and still join
     r = Run(rules.new_subscriber_spend)
-    r.feed(rated(T0 + 40 * S, 100_000))
+    r.feed(rated(T0 + 50 * MIN, 60_000), rated(T0 + 55 * MIN, 40_000))
+    [a] = r.feed(created(T0))
+    assert r.late == 0
+    assert a["evidence"] == {"amount_li": 100_000, "rated_cdrs": 2}
+    assert (a["window_start"], a["window_end"]) == (T0, T0 + 55 * MIN)
+
+
+def test_new_subscriber_spend_created_beyond_merge_skew_is_late():
+    r = Run(rules.new_subscriber_spend)
+    r.feed(rated(T0 + H + 31 * S, 100_000))
     assert r.feed(created(T0)) == [] and r.late == 1
+
+
+def test_new_subscriber_spend_rated_out_of_order_within_its_own_stream():
+    r = Run(rules.new_subscriber_spend)
+    r.feed(created(T0), rated(T0 + H, 10))
+    assert r.feed(rated(T0 + H - 31 * S, 100_000)) == [] and r.late == 1
+    [a] = r.feed(rated(T0 + H - 29 * S, 100_000))
+    assert a["evidence"]["amount_li"] == 100_010
 
 
 def test_new_subscriber_spend_suppression_then_realert():
@@ -627,7 +688,8 @@ def test_expire_drops_idle_keys_and_keeps_live_ones():
     r2 = Run(rules.new_subscriber_spend)
     r2.feed(created(T0))
     assert rules.expire("NEW_SUBSCRIBER_SPEND", r2.state, T0 + H, CFG) is not None
-    assert rules.expire("NEW_SUBSCRIBER_SPEND", r2.state, T0 + 25 * H, CFG) is None
+    assert rules.expire("NEW_SUBSCRIBER_SPEND", r2.state, T0 + 25 * H, CFG) is not None
+    assert rules.expire("NEW_SUBSCRIBER_SPEND", r2.state, T0 + 25 * H + 31 * S, CFG) is None
     assert rules.expire("IRSF", None, T0, CFG) is None
 
 
