@@ -16,16 +16,18 @@ emits FAILED again with the longer ``failed_work_orders`` list.
 
 Decisions (documented, tested in tests/unit/test_subscriptions_orders.py):
 
-* **Order with no work order.**  An order "has no work order" when nothing in it needs
-  provisioning: its item list is empty, or every item's product type is listed in
-  ``Limits.no_provisioning_types`` (empty by default).  Such an order goes
-  SUBMITTED -> COMPLETED on the OrderSubmitted itself.  Any other order waits for its
-  work orders: the processor cannot know at submit time that no dispatch will follow,
-  and completing early would change the subscription for an order that may still fail.
-  "COMPLETED when every dispatched work order succeeded" is evaluated on each
-  WorkOrderCompleted: a dispatch that arrives after the order already COMPLETED cannot
-  undo it (the subscription has already changed); it is sent to the DLQ with reason
-  ``work order ... dispatched after order ... COMPLETED`` and changes nothing.
+* **Order with no work order / which work orders.**  The provisioning catalog
+  (:mod:`processors.subscriptions.products`, ``Limits.product_targets``) says which
+  target systems an order's items are provisioned on.  An order whose items all need no
+  provisioning (including an order with no item) goes SUBMITTED -> COMPLETED on the
+  OrderSubmitted itself.  An order whose products are all catalogued completes when a
+  work order was dispatched for every expected target system and every dispatched work
+  order succeeded (so a work order that succeeds before its sibling is dispatched does
+  not complete the order early).  An order with an uncatalogued product falls back to
+  the contract's literal rule: COMPLETED when every dispatched work order succeeded
+  (after at least one dispatch).  A work order that arrives for an order already
+  COMPLETED cannot undo it (the subscription already changed): it goes to the DLQ with
+  reason ``work order ... dispatched after order ... COMPLETED`` and changes nothing.
 * **Closed orders.**  COMPLETED: a new work order (dispatch or completion) or a
   conflicting result goes to the DLQ; a repeated identical result is a counted no-op.
   FAILED: the order is final, but late dispatches/completions of its other work orders
@@ -57,7 +59,10 @@ e.g. where the original bytes are), for the shell to route to ``bss.order.events
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from processors.subscriptions.products import DEFAULT_PRODUCT_TARGETS, expected_targets
 
 SUBMITTED = "SUBMITTED"
 IN_PROGRESS = "IN_PROGRESS"
@@ -79,10 +84,11 @@ class Limits:
     pending_ttl_ms: int = DAY_MS
     max_pending: int = 200
     dedup_window_ms: int = 7 * DAY_MS
-    max_seen: int = 5000
+    max_seen: int = 1000
     closed_retention_ms: int = 7 * DAY_MS
     open_order_ttl_ms: int = 30 * DAY_MS
-    no_provisioning_types: frozenset = frozenset()
+    #: product_id -> target systems; see processors.subscriptions.products
+    product_targets: Mapping = field(default_factory=lambda: DEFAULT_PRODUCT_TARGETS)
 
 
 DEFAULT_LIMITS = Limits()
@@ -192,8 +198,9 @@ def apply_order_event(book: dict, event: dict, ref=None, limits: Limits = DEFAUL
                       subscriber_id: str | None = None) -> OrderResult:
     """Apply one order event to ``book`` (mutated) and return what to publish.
 
-    ``subscriber_id`` is the message key; when given, an OrderSubmitted naming another
-    subscriber is rejected (it would otherwise live in the wrong book).
+    ``subscriber_id`` is the message key; when given, an event naming another subscriber
+    (OrderSubmitted, or a work-order event carrying the optional subscriber_id) is
+    rejected: it would otherwise live in the wrong book.
     """
     res = OrderResult()
     try:
@@ -202,9 +209,9 @@ def apply_order_event(book: dict, event: dict, ref=None, limits: Limits = DEFAUL
         res.rejects.append(Reject(event, f"invalid event: {e}", ref))
         res.count("invalid")
         return res
-    if (subscriber_id is not None and event["event_type"] == "OrderSubmitted"
+    if (subscriber_id is not None and event.get("subscriber_id") is not None
             and event["subscriber_id"] != subscriber_id):
-        res.rejects.append(Reject(event, f"OrderSubmitted.subscriber_id {event['subscriber_id']!r} "
+        res.rejects.append(Reject(event, f"invalid: {event['event_type']}.subscriber_id {event['subscriber_id']!r} "
                                          f"does not match message key {subscriber_id!r}", ref))
         res.count("invalid")
         return res
@@ -258,6 +265,7 @@ def _submit(book: dict, event: dict, res: OrderResult, limits: Limits) -> None:
                    "product_type": i["product_type"]} for i in event["items"]],
         "work_orders": {},
         "failed_work_orders": [],
+        "expected_targets": expected_targets(event["items"], limits.product_targets),
         "submitted_at": t,
         "updated_at": t,
         "last_event_at": t,
@@ -270,11 +278,15 @@ def _submit(book: dict, event: dict, res: OrderResult, limits: Limits) -> None:
 
 
 def _completes_on_submit(order: dict, limits: Limits) -> bool:
-    items = order["items"]
-    if not items:
+    return not order["items"] or order["expected_targets"] == []
+
+
+def _all_expected_dispatched(order: dict) -> bool:
+    expected = order.get("expected_targets")
+    if not expected:
         return True
-    nptypes = limits.no_provisioning_types
-    return bool(nptypes) and all(i["product_type"] in nptypes for i in items)
+    have = {w["target_system"] for w in order["work_orders"].values() if w.get("dispatched")}
+    return set(expected) <= have
 
 
 def _touch(order: dict, t: int) -> None:
@@ -334,7 +346,8 @@ def _complete(order: dict, event: dict, ref, res: OrderResult):
         order["failed_work_orders"] = sorted(set(order["failed_work_orders"]) | {wid})
         _set_status(order, FAILED, t, res)
         return None
-    if order["status"] in OPEN and all(w["result"] == "SUCCESS" for w in order["work_orders"].values()):
+    if (order["status"] in OPEN and all(w["result"] == "SUCCESS" for w in order["work_orders"].values())
+            and _all_expected_dispatched(order)):
         _set_status(order, COMPLETED, t, res)
     return None
 

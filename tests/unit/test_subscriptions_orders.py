@@ -1,7 +1,7 @@
 """Order state machine: processors/subscriptions/orders.py (pure, no broker)."""
 import json
 
-from processors.subscriptions.orders import (DAY_MS, Limits, apply_order_event, new_book)
+from processors.subscriptions.orders import DAY_MS, Limits, apply_order_event, new_book
 
 T0 = 1_790_000_000_000
 SID = "S1"
@@ -74,14 +74,37 @@ def test_no_work_order_completes_on_submit():
     assert all(s["updated_at"] == T0 for s in st) and len(done) == 1 and not rej
 
 
-def test_no_provisioning_types_complete_on_submit_and_late_dispatch_is_dlq():
-    lim = Limits(no_provisioning_types=frozenset({"SECURITY"}))
-    items = [{"action": "ADD", "product_id": "SEC1", "product_type": "SECURITY"}]
-    book, st, done, rej, c = run([submitted(items=items), dispatched("W9")], limits=lim)
+def test_products_without_provisioning_complete_on_submit_and_late_dispatch_is_dlq():
+    items = [{"action": "ADD", "product_id": "VAS-BILL-REMINDER", "product_type": "VAS"},
+             {"action": "ADD", "product_id": "SECURITY-ANTI-FRAUD", "product_type": "SECURITY"}]
+    book, st, done, rej, c = run([submitted(items=items), dispatched("W9")])
     assert seq(st) == ["SUBMITTED", "COMPLETED"] and len(done) == 1
     assert len(rej) == 1 and "after order O1 COMPLETED" in rej[0].reason
     assert rej[0].ref == {"id": "dis-O1-W9"}
     assert book["orders"]["O1"]["status"] == "COMPLETED" and c["late_work_order"] == 1
+
+
+def test_catalogued_order_waits_for_every_expected_target():
+    items = [{"action": "ADD", "product_id": "BROADBAND-300M", "product_type": "BROADBAND"}]  # AAA + BAC
+    aaa = dict(dispatched("W1"), target_system="AAA")
+    bac = dict(dispatched("W2", t=T0 + 5000), target_system="BAC")
+    _, st, done, rej, _ = run([submitted(items=items), aaa, completed("W1", t=T0 + 3000), bac,
+                               completed("W2", t=T0 + 9000)])
+    assert seq(st) == ["SUBMITTED", "IN_PROGRESS", "COMPLETED"] and st[-1]["updated_at"] == T0 + 9000
+    assert len(done) == 1 and not rej
+
+
+def test_uncatalogued_products_follow_the_literal_rule():
+    # P1 is not in the catalog: COMPLETED once every dispatched work order succeeded
+    _, st, _, rej, _ = run([submitted(), dispatched("W1"), completed("W1"), dispatched("W2", t=T0 + 9000)])
+    assert seq(st) == ["SUBMITTED", "IN_PROGRESS", "COMPLETED"]
+    assert len(rej) == 1 and "dispatched after order O1 COMPLETED" in rej[0].reason
+
+
+def test_work_order_for_another_subscriber_is_rejected():
+    _, st, _, rej, _ = run([submitted(), dict(dispatched("W1"), subscriber_id="S2"),
+                            dict(dispatched("W2"), subscriber_id=SID)])
+    assert seq(st) == ["SUBMITTED", "IN_PROGRESS"] and len(rej) == 1 and "message key" in rej[0].reason
 
 
 def test_order_with_items_waits_for_work_orders():
