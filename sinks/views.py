@@ -238,22 +238,29 @@ AUDIT_COLUMNS = {
 }
 
 
-def audit(client) -> dict[str, dict]:
-    """Compare every view with a recomputation from the deduplicated tables.
+def audit(client, sample: int = 10) -> dict[str, dict]:
+    """Compare every view with a recomputation from the deduplicated tables (in SQL).
 
-    Returns ``{view: {"ok": bool, "rows": n, "missing": [...], "extra": [...]}}`` where
-    missing/extra list up to 10 differing rows.
+    ``client`` needs only ``query(sql).result_rows`` (a store client, or the read-only
+    endpoint adapter). Returns ``{view: {"ok", "rows", "missing", "extra"}}``: missing
+    and extra are row counts, with up to ``sample`` example rows each.
     """
     out = {}
     for view, sql in RECOMPUTE.items():
         cols = ", ".join(AUDIT_COLUMNS[view])
-        have = {tuple(r) for r in client.query(f"SELECT {cols} FROM {view}").result_rows}
-        want = {tuple(r) for r in client.query(f"SELECT {cols} FROM ({sql})").result_rows}
-        missing = sorted(want - have, key=repr)[:10]
-        extra = sorted(have - want, key=repr)[:10]
-        out[view] = {"ok": not missing and not extra, "rows": len(want),
-                     "missing": [list(map(str, r)) for r in missing],
-                     "extra": [list(map(str, r)) for r in extra]}
+        have = f"SELECT {cols} FROM {view}"
+        want = f"SELECT {cols} FROM ({sql})"
+        n_want = client.query(f"SELECT count() FROM ({want})").result_rows[0][0]
+        missing = client.query(f"SELECT * FROM (({want}) EXCEPT ({have})) LIMIT {sample}").result_rows
+        extra = client.query(f"SELECT * FROM (({have}) EXCEPT ({want})) LIMIT {sample}").result_rows
+        n_missing = client.query(f"SELECT count() FROM (({want}) EXCEPT ({have}))").result_rows[0][0] \
+            if missing else 0
+        n_extra = client.query(f"SELECT count() FROM (({have}) EXCEPT ({want}))").result_rows[0][0] \
+            if extra else 0
+        out[view] = {"ok": not missing and not extra, "rows": int(n_want),
+                     "missing": int(n_missing), "extra": int(n_extra),
+                     "missing_sample": [[str(v) for v in r] for r in missing],
+                     "extra_sample": [[str(v) for v in r] for r in extra]}
     return out
 
 

@@ -1,0 +1,483 @@
+"""``telbus sink``: every contract topic into its ClickHouse table.
+
+Loop: consume (confluent-kafka, read_committed) -> decode (telbus.codec) -> row ->
+columnar batch per table -> INSERT -> DLQ records flushed -> offsets committed. A batch
+is flushed when it holds ``TELBUS_SINK_BATCH_ROWS`` rows or its oldest record waited
+``TELBUS_SINK_BATCH_MS``. Offsets are committed only after the insert returned (the
+part is written) and the dead letters of the batch are acknowledged by the broker.
+
+Exactly-once effect: on every partition assignment the sink reads the highest stored
+offset per partition and starts after it (or after the committed offset, whichever is
+further), and the writer drops anything at or below it (see :mod:`sinks.writer`).
+
+Bad records (undecodable, not mappable) go to ``<topic>.dlq`` with the original bytes and
+``telbus.error`` / ``telbus.stage`` headers (telbus.dlq). Store outage: the batch is
+kept, partitions are paused (the consumer stays in its group), and the insert is retried
+with exponential backoff; ``telbus_sink_insert_retries_total`` and
+``telbus_sink_insert_failures_total`` show it, ``telbus_sink_store_up`` is 0 meanwhile.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+
+from prometheus_client import Counter, Gauge, Histogram
+
+log = logging.getLogger("telbus.sink")
+
+GROUP = "telbus-sink"
+STAGE = "sink"
+
+ROWS_INSERTED = Counter("telbus_sink_rows_inserted_total", "Rows inserted into the store", ["table"])
+INSERT_SECONDS = Histogram("telbus_sink_insert_seconds", "Duration of one INSERT", ["table"],
+                           buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+BATCH_ROWS = Histogram("telbus_sink_batch_rows", "Rows per flushed batch",
+                       buckets=(1, 10, 100, 1000, 5000, 10000, 50000, 100000, 500000))
+INSERT_RETRIES = Counter("telbus_sink_insert_retries_total", "Inserts retried after a store error")
+INSERT_FAILURES = Counter("telbus_sink_insert_failures_total", "Store errors (insert, fence, connect)",
+                          ["stage"])
+SKIPPED = Counter("telbus_sink_skipped_total", "Re-delivered records already in the store", ["topic"])
+STORE_UP = Gauge("telbus_sink_store_up", "1 while the last store operation succeeded")
+COMMITTED = Gauge("telbus_sink_committed_offset", "Last committed offset", ["topic", "partition"])
+QUERIES = Counter("telbus_sink_queries_total", "Queries served by the read-only endpoint")
+
+
+def _int_env(name: str, default: int) -> int:
+    v = os.environ.get(name)
+    return int(v) if v not in (None, "") else default
+
+
+@dataclass
+class SinkConfig:
+    batch_rows: int = 50_000
+    batch_ms: int = 1_000
+    group: str = GROUP
+    topics: tuple[str, ...] | None = None      # default: every contract topic
+    serve_query: bool = True
+    process: str = "sink"
+    max_backoff_s: float = 10.0
+
+    @classmethod
+    def from_env(cls, **overrides) -> "SinkConfig":
+        c = cls(batch_rows=_int_env("TELBUS_SINK_BATCH_ROWS", 50_000),
+                batch_ms=_int_env("TELBUS_SINK_BATCH_MS", 1_000),
+                group=os.environ.get("TELBUS_SINK_GROUP") or GROUP)
+        for k, v in overrides.items():
+            if v is not None:
+                setattr(c, k, v)
+        return c
+
+
+class Backoff:
+    def __init__(self, first: float = 0.2, cap: float = 10.0):
+        self.first, self.cap, self.delay = first, cap, first
+
+    def next(self) -> float:
+        d = self.delay
+        self.delay = min(self.cap, self.delay * 2)
+        return d
+
+    def reset(self) -> None:
+        self.delay = self.first
+
+
+class Sink:
+    def __init__(self, config: SinkConfig | None = None, dsn: str | None = None):
+        from sinks.store import default_dsn
+
+        self.cfg = config or SinkConfig.from_env()
+        self.dsn = dsn or default_dsn()
+        self.stop_event = threading.Event()
+        self.store = None
+        self.writer = None
+        self.consumer = None
+        self.producer = None
+        self.query_server = None
+        self.query_url: str | None = None
+        self._next: dict[tuple[str, int], int] = {}     # offsets to commit after the flush
+        self._batch_msgs: dict[tuple[str, int, int], object] = {}
+        self._dlq_pending = 0
+        self._first_at: float | None = None
+        self._paused = False
+        self._assigned: list = []
+        self.stats = {"inserted": 0, "dlq": 0, "skipped": 0, "batches": 0, "retries": 0}
+
+    # -- setup -------------------------------------------------------------------------
+    def topics(self) -> list[str]:
+        from sinks.ddl import contract_topics
+
+        return list(self.cfg.topics or contract_topics())
+
+    def _open_store(self):
+        from sinks.store import Store, StoreBusy
+        from sinks.writer import Writer
+
+        backoff = Backoff(cap=self.cfg.max_backoff_s)
+        while not self.stop_event.is_set():
+            try:
+                self.store = Store(self.dsn)
+                self.writer = Writer(self.store)
+                STORE_UP.set(1)
+                return
+            except StoreBusy:
+                raise
+            except Exception as exc:
+                INSERT_FAILURES.labels("connect").inc()
+                STORE_UP.set(0)
+                d = backoff.next()
+                log.warning("store %s unavailable (%s); retrying in %.1fs", self._dsn_shown(), exc, d)
+                self.stop_event.wait(d)
+
+    def _dsn_shown(self) -> str:
+        from sinks.store import redact_dsn
+
+        return redact_dsn(self.dsn)
+
+    def _start_query_server(self) -> None:
+        from sinks.queryserver import QueryServer
+        from sinks.store import is_embedded
+        from telbus import config
+
+        if not self.cfg.serve_query or not is_embedded(self.dsn):
+            return   # a server store is queried directly by everyone
+        self.query_server = QueryServer(self.dsn, run_dir=config.run_dir())
+        self.query_url = self.query_server.start()
+        log.info("read-only query endpoint at %s", self.query_url)
+
+    def _subscribe(self) -> None:
+        from telbus import kafka
+
+        self.consumer = kafka.consumer(self.cfg.group, **{
+            "enable.partition.eof": False,
+            "fetch.min.bytes": 1,
+            "queued.max.messages.kbytes": 262144,
+        })
+        self.producer = kafka.producer()
+        self.consumer.subscribe(self.topics(), on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                on_lost=self._on_revoke)
+
+    # -- rebalance ---------------------------------------------------------------------
+    def _on_assign(self, consumer, partitions) -> None:
+        from confluent_kafka import OFFSET_STORED
+
+        from telbus import metrics
+
+        metrics.REBALANCES.labels(self.cfg.process).inc()
+        self.writer.reset_fence()
+        committed = {}
+        try:
+            for tp in consumer.committed(partitions, timeout=30):
+                committed[(tp.topic, tp.partition)] = tp.offset
+        except Exception as exc:
+            log.warning("committed offsets unavailable (%s): using the store's fence only", exc)
+        backoff = Backoff(cap=self.cfg.max_backoff_s)
+        for tp in partitions:
+            stored = None
+            while not self.stop_event.is_set():
+                try:
+                    stored = self.writer.stored_next_offset(tp.topic, tp.partition)
+                    STORE_UP.set(1)
+                    break
+                except Exception as exc:
+                    INSERT_FAILURES.labels("fence").inc()
+                    STORE_UP.set(0)
+                    d = backoff.next()
+                    log.warning("reading the stored offsets of %s failed (%s); retrying in %.1fs",
+                                tp.topic, exc, d)
+                    self.stop_event.wait(d)
+            c = committed.get((tp.topic, tp.partition), -1)
+            start = c if c is not None and c >= 0 else None
+            if stored is not None and (start is None or stored > start):
+                start = stored
+            tp.offset = start if start is not None else OFFSET_STORED
+        consumer.assign(partitions)
+        self._assigned = list(partitions)
+        self._paused = False
+        log.info("assigned %d partitions", len(partitions))
+
+    def _on_revoke(self, consumer, partitions) -> None:
+        try:
+            if self.writer and (self.writer.pending_rows or self._next):
+                self._flush(max_attempts=3)
+        except Exception as exc:
+            log.warning("flush on revoke failed (%s): the next owner re-reads the batch", exc)
+        self._reset_batch()
+        try:
+            consumer.unassign()
+        except Exception:
+            pass
+        self._assigned = []
+
+    # -- batch -------------------------------------------------------------------------
+    def _reset_batch(self) -> None:
+        if self.writer:
+            self.writer.discard()
+            self.writer.reset_fence()
+        self._next.clear()
+        self._batch_msgs.clear()
+        self._first_at = None
+
+    def _dead_letter(self, msg, reason: str) -> None:
+        from telbus import dlq
+
+        while True:
+            try:
+                dlq.send(self.producer, msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(),
+                         STAGE, reason, original_headers=msg.headers())
+                break
+            except BufferError:
+                self.producer.poll(0.1)
+        self._dlq_pending += 1
+        self.stats["dlq"] += 1
+
+    def handle(self, msg, decode) -> None:
+        """One Kafka record into the batch (or the DLQ)."""
+        from sinks.ddl import MappingError
+        from telbus.codec import DecodeError
+
+        topic, p, o = msg.topic(), msg.partition(), msg.offset()
+        self._next[(topic, p)] = o + 1
+        if self._first_at is None:
+            self._first_at = time.monotonic()
+        try:
+            event = decode(msg.value())
+        except DecodeError as exc:
+            self._dead_letter(msg, f"undecodable: {exc}")
+            return
+        ts_type, ts = msg.timestamp()
+        try:
+            if self.writer.add(topic, event, p, o, ts if ts_type and ts >= 0 else 0):
+                self._batch_msgs[(topic, p, o)] = msg
+            else:
+                SKIPPED.labels(topic).inc()
+                self.stats["skipped"] += 1
+        except MappingError as exc:
+            self._dead_letter(msg, f"cannot map to a row: {exc}")
+
+    def _due(self) -> bool:
+        if self._first_at is None:
+            return False
+        if self.writer.pending_rows >= self.cfg.batch_rows:
+            return True
+        return (time.monotonic() - self._first_at) * 1000 >= self.cfg.batch_ms
+
+    def _pause(self, on: bool) -> None:
+        if on == self._paused or not self._assigned or self.consumer is None:
+            return
+        try:
+            (self.consumer.pause if on else self.consumer.resume)(self._assigned)
+            self._paused = on
+        except Exception as exc:  # pragma: no cover
+            log.debug("pause/resume: %s", exc)
+
+    def _flush(self, max_attempts: int | None = None) -> None:
+        """Insert the batch (retrying), then dead letters, then commit offsets."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        backoff = Backoff(cap=self.cfg.max_backoff_s)
+        attempts = 0
+        while True:
+            try:
+                res = self.writer.flush()
+                STORE_UP.set(1)
+                break
+            except Exception as exc:
+                attempts += 1
+                INSERT_FAILURES.labels("insert").inc()
+                STORE_UP.set(0)
+                if max_attempts is not None and attempts >= max_attempts:
+                    raise
+                if self.stop_event.is_set() and attempts >= 3:
+                    raise
+                INSERT_RETRIES.inc()
+                self.stats["retries"] += 1
+                d = backoff.next()
+                log.warning("insert failed (%s); retry %d in %.1fs", exc, attempts, d)
+                self._pause(True)
+                deadline = time.monotonic() + d
+                while time.monotonic() < deadline and not self.stop_event.is_set():
+                    if self.consumer is not None:
+                        self.consumer.poll(min(0.2, max(0.0, deadline - time.monotonic())))  # stay in group
+                    else:
+                        time.sleep(0.05)
+                if attempts % 5 == 0:
+                    try:
+                        self.store.close()
+                        self._reopen_store()
+                    except Exception as exc2:
+                        log.warning("reconnect failed: %s", exc2)
+        self._pause(False)
+        for table, n in res.rows.items():
+            ROWS_INSERTED.labels(table).inc(n)
+            INSERT_SECONDS.labels(table).observe(res.seconds.get(table, 0.0))
+        if res.total:
+            BATCH_ROWS.observe(res.total)
+        self.stats["inserted"] += res.total
+        self.stats["batches"] += 1
+        for r in res.rejected:
+            msg = self._batch_msgs.get((r.topic, r.partition, r.offset))
+            if msg is not None:
+                self._dead_letter(msg, f"cannot insert: {r.reason}")
+        if self._dlq_pending and self.producer is not None:
+            left = self.producer.flush(30)
+            if left:
+                raise RuntimeError(f"{left} dead letter(s) not acknowledged; offsets not committed")
+            self._dlq_pending = 0
+        if self._next and self.consumer is not None:
+            offsets = [TopicPartition(t, p, o) for (t, p), o in sorted(self._next.items())]
+            try:
+                self.consumer.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as exc:
+                # the rows are stored: the fence makes a re-delivery harmless
+                log.warning("offset commit failed (%s); the store's fence covers it", exc)
+            for (t, p), o in self._next.items():
+                COMMITTED.labels(t, str(p)).set(o)
+        self._next.clear()
+        self._batch_msgs.clear()
+        self._first_at = None
+
+    def _reopen_store(self) -> None:
+        from sinks.store import Store
+
+        store = Store(self.dsn, tables=self.store.tables)
+        self.store = store
+        self.writer.store = store
+
+    def _update_lag(self) -> None:
+        from telbus import metrics
+
+        if not self._assigned or self.consumer is None:
+            return
+        try:
+            positions = self.consumer.position(self._assigned)
+        except Exception:
+            return
+        for tp in positions:
+            try:
+                lo, hi = self.consumer.get_watermark_offsets(tp, cached=True)
+            except Exception:
+                continue
+            if hi is None or hi < 0:
+                continue
+            pos = tp.offset if tp.offset >= 0 else lo
+            metrics.CONSUMER_LAG.labels(self.cfg.group, tp.topic, str(tp.partition)).set(max(0, hi - pos))
+
+    # -- main --------------------------------------------------------------------------
+    def start(self) -> None:
+        """Open the store, serve queries and metrics, join the group; mark ready."""
+        from telbus import metrics, stack
+
+        self._open_store()
+        if self.stop_event.is_set():
+            return
+        self._start_query_server()
+        url = metrics.serve(self.cfg.process)
+        log.info("metrics at %s", url)
+        if self.query_url:
+            metrics.register_endpoint(self.cfg.process, "query", self.query_url)
+        self._subscribe()
+        stack.mark_ready(self.cfg.process)
+
+    def run(self, idle_exit_s: float | None = None) -> dict:
+        """Consume until stopped (or idle for ``idle_exit_s``); returns counters."""
+        from confluent_kafka import KafkaError
+
+        from telbus import codec, metrics
+
+        decode = codec.default_codec().decode
+        consumed = metrics.EVENTS_CONSUMED
+        last_lag = 0.0
+        last_msg = time.monotonic()
+        try:
+            while not self.stop_event.is_set():
+                want = max(1, min(10_000, self.cfg.batch_rows - self.writer.pending_rows))
+                if self._first_at is None:
+                    timeout = 0.5
+                else:
+                    timeout = max(0.0, self.cfg.batch_ms / 1000 - (time.monotonic() - self._first_at))
+                msgs = self.consumer.consume(want, timeout)
+                if msgs:
+                    last_msg = time.monotonic()
+                    per_topic: dict[str, int] = {}
+                    for msg in msgs:
+                        err = msg.error()
+                        if err is not None:
+                            if err.code() != KafkaError._PARTITION_EOF:
+                                log.warning("consumer error: %s", err)
+                            continue
+                        self.handle(msg, decode)
+                        t = msg.topic()
+                        per_topic[t] = per_topic.get(t, 0) + 1
+                    for t, n in per_topic.items():
+                        consumed.labels(self.cfg.process, t).inc(n)
+                if self._due():
+                    self._flush()
+                now = time.monotonic()
+                if now - last_lag > 5:
+                    self._update_lag()
+                    last_lag = now
+                if self.query_server is not None and self.query_server._httpd is not None:
+                    q = self.query_server._httpd.queries
+                    if q:
+                        QUERIES.inc(q)
+                        self.query_server._httpd.queries = 0
+                if idle_exit_s is not None and now - last_msg > idle_exit_s and not self._next:
+                    break
+            if self._next or (self.writer and self.writer.pending_rows):
+                self._flush(max_attempts=5)
+        finally:
+            self.close()
+        return dict(self.stats)
+
+    def close(self) -> None:
+        if self.consumer is not None:
+            try:
+                self.consumer.close()
+            except Exception:
+                pass
+            self.consumer = None
+        if self.producer is not None:
+            try:
+                self.producer.flush(10)
+            except Exception:
+                pass
+            self.producer = None
+        if self.query_server is not None:
+            self.query_server.stop()
+            self.query_server = None
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+
+def main(batch_rows: int | None = None, batch_ms: int | None = None, serve_query: bool | None = None,
+         group: str | None = None) -> int:
+    from telbus import config
+
+    logging.basicConfig(level=os.environ.get("TELBUS_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    process = config.env("TELBUS_PROCESS_NAME", "sink")
+    cfg = SinkConfig.from_env(batch_rows=batch_rows, batch_ms=batch_ms, group=group, process=process)
+    if serve_query is not None:
+        cfg.serve_query = serve_query
+    sink = Sink(cfg)
+
+    def _stop(signum, frame):
+        sink.stop_event.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        sink.start()
+    except Exception:
+        sink.close()
+        raise
+    log.info("sink %s: store %s, topics %d, batch %d rows / %d ms", process, sink._dsn_shown(),
+             len(sink.topics()), cfg.batch_rows, cfg.batch_ms)
+    stats = sink.run()
+    log.info("sink stopped: %s", stats)
+    return 0
