@@ -45,10 +45,24 @@ def _views(tables: dict[str, Table]) -> list[str]:
     return views.statements()
 
 
+OFFSETS_TABLE = "_telbus_sink_offsets"
+
+
+def _offsets(tables: dict[str, Table]) -> list[str]:
+    return [f"""CREATE TABLE IF NOT EXISTS {OFFSETS_TABLE} (
+  topic String,
+  partition Int32,
+  next_offset Int64,
+  updated_at DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = ReplacingMergeTree(next_offset) ORDER BY (topic, partition)"""]
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "topic tables from the Avro schemas", _topic_tables),
     Migration(2, "views: daily revenue, monthly usage, fraud per day, open incidents, subscription state",
               _views),
+    Migration(3, "sink offsets kept in the store (position survives a lost consumer group, "
+                 "and a wiped store re-imports)", _offsets),
 ]
 
 

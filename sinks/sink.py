@@ -6,9 +6,13 @@ is flushed when it holds ``TELBUS_SINK_BATCH_ROWS`` rows or its oldest record wa
 ``TELBUS_SINK_BATCH_MS``. Offsets are committed only after the insert returned (the
 part is written) and the dead letters of the batch are acknowledged by the broker.
 
-Exactly-once effect: on every partition assignment the sink reads the highest stored
-offset per partition and starts after it (or after the committed offset, whichever is
-further), and the writer drops anything at or below it (see :mod:`sinks.writer`).
+Exactly-once effect: on every partition assignment the sink positions each partition
+from the store itself: after the highest stored offset, or after the offset it recorded
+in ``_telbus_sink_offsets`` with its last flush (covers dead letters at the tail),
+whichever is further; the writer drops anything at or below the stored maximum (see
+:mod:`sinks.writer`). Kafka offsets are still committed (lag monitoring, operators), but
+the store is the truth: a wiped or restored store re-imports what it lacks, a lost or
+reset consumer group does not insert twice.
 
 Bad records (undecodable, not mappable) go to ``<topic>.dlq`` with the original bytes and
 ``telbus.error`` / ``telbus.stage`` headers (telbus.dlq). Store outage: the batch is
@@ -104,6 +108,7 @@ class Sink:
         self._first_at: float | None = None
         self._paused = False
         self._assigned: list = []
+        self._decode = None
         self.stats = {"inserted": 0, "dlq": 0, "skipped": 0, "batches": 0, "retries": 0}
 
     # -- setup -------------------------------------------------------------------------
@@ -162,38 +167,36 @@ class Sink:
 
     # -- rebalance ---------------------------------------------------------------------
     def _on_assign(self, consumer, partitions) -> None:
-        from confluent_kafka import OFFSET_STORED
+        """Position every partition from the store: after the highest stored offset or the
+        offset the sink last recorded in the store (dead letters, skipped tails), whichever
+        is further. The store, not the consumer group, is the truth: a store restored or
+        wiped re-imports, a lost group does not re-insert."""
+        from confluent_kafka import OFFSET_BEGINNING
 
         from telbus import metrics
 
         metrics.REBALANCES.labels(self.cfg.process).inc()
         self.writer.reset_fence()
-        committed = {}
-        try:
-            for tp in consumer.committed(partitions, timeout=30):
-                committed[(tp.topic, tp.partition)] = tp.offset
-        except Exception as exc:
-            log.warning("committed offsets unavailable (%s): using the store's fence only", exc)
         backoff = Backoff(cap=self.cfg.max_backoff_s)
+        saved: dict = {}
+        while not self.stop_event.is_set():
+            try:
+                saved = self.store.load_offsets()
+                for tp in partitions:
+                    self.writer.fence(tp.topic)
+                STORE_UP.set(1)
+                break
+            except Exception as exc:
+                INSERT_FAILURES.labels("fence").inc()
+                STORE_UP.set(0)
+                d = backoff.next()
+                log.warning("reading the stored offsets failed (%s); retrying in %.1fs", exc, d)
+                self.stop_event.wait(d)
         for tp in partitions:
-            stored = None
-            while not self.stop_event.is_set():
-                try:
-                    stored = self.writer.stored_next_offset(tp.topic, tp.partition)
-                    STORE_UP.set(1)
-                    break
-                except Exception as exc:
-                    INSERT_FAILURES.labels("fence").inc()
-                    STORE_UP.set(0)
-                    d = backoff.next()
-                    log.warning("reading the stored offsets of %s failed (%s); retrying in %.1fs",
-                                tp.topic, exc, d)
-                    self.stop_event.wait(d)
-            c = committed.get((tp.topic, tp.partition), -1)
-            start = c if c is not None and c >= 0 else None
-            if stored is not None and (start is None or stored > start):
-                start = stored
-            tp.offset = start if start is not None else OFFSET_STORED
+            stored = self.writer.stored_next_offset(tp.topic, tp.partition)
+            rec = saved.get((tp.topic, tp.partition))
+            start = max([o for o in (stored, rec) if o is not None], default=None)
+            tp.offset = start if start is not None else OFFSET_BEGINNING
         consumer.assign(partitions)
         self._assigned = list(partitions)
         self._paused = False
@@ -297,13 +300,7 @@ class Sink:
                 self.stats["retries"] += 1
                 d = backoff.next()
                 log.warning("insert failed (%s); retry %d in %.1fs", exc, attempts, d)
-                self._pause(True)
-                deadline = time.monotonic() + d
-                while time.monotonic() < deadline and not self.stop_event.is_set():
-                    if self.consumer is not None:
-                        self.consumer.poll(min(0.2, max(0.0, deadline - time.monotonic())))  # stay in group
-                    else:
-                        time.sleep(0.05)
+                self._wait_in_group(d)
                 if attempts % 5 == 0:
                     try:
                         self.store.close()
@@ -327,6 +324,20 @@ class Sink:
             if left:
                 raise RuntimeError(f"{left} dead letter(s) not acknowledged; offsets not committed")
             self._dlq_pending = 0
+        if self._next:
+            backoff.reset()
+            while True:
+                try:
+                    self.store.save_offsets(self._next)
+                    break
+                except Exception as exc:
+                    INSERT_FAILURES.labels("offsets").inc()
+                    if self.stop_event.is_set() or (max_attempts is not None):
+                        raise
+                    INSERT_RETRIES.inc()
+                    d = backoff.next()
+                    log.warning("saving offsets failed (%s); retry in %.1fs", exc, d)
+                    self._wait_in_group(d)
         if self._next and self.consumer is not None:
             offsets = [TopicPartition(t, p, o) for (t, p), o in sorted(self._next.items())]
             try:
@@ -339,6 +350,18 @@ class Sink:
         self._next.clear()
         self._batch_msgs.clear()
         self._first_at = None
+
+    def _wait_in_group(self, seconds: float) -> None:
+        """Sleep with the partitions paused, polling so the consumer keeps its group."""
+        self._pause(True)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not self.stop_event.is_set():
+            if self.consumer is not None:
+                msg = self.consumer.poll(min(0.2, max(0.0, deadline - time.monotonic())))
+                if msg is not None and msg.error() is None and self._decode is not None:
+                    self.handle(msg, self._decode)      # fetched before the pause took effect
+            else:
+                time.sleep(0.05)
 
     def _reopen_store(self) -> None:
         from sinks.store import Store
@@ -388,7 +411,7 @@ class Sink:
 
         from telbus import codec, metrics
 
-        decode = codec.default_codec().decode
+        decode = self._decode = codec.default_codec().decode
         consumed = metrics.EVENTS_CONSUMED
         last_lag = 0.0
         last_msg = time.monotonic()

@@ -127,6 +127,23 @@ class Store:
             f"SELECT _partition, max(_offset) FROM `{table.name}` GROUP BY _partition").result_rows
         return {int(p): int(o) for p, o in rows}
 
+    def save_offsets(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Record the next offset to read per (topic, partition), after a durable insert."""
+        if not offsets:
+            return
+        items = sorted(offsets.items())
+        self.client.insert(migrations.OFFSETS_TABLE,
+                           [[t for (t, _), _ in items], [p for (_, p), _ in items], [o for _, o in items]],
+                           column_names=["topic", "partition", "next_offset"],
+                           column_type_names=["String", "Int32", "Int64"], column_oriented=True)
+
+    def load_offsets(self, topic: str | None = None) -> dict[tuple[str, int], int]:
+        where = "" if topic is None else " WHERE topic = {t:String}"
+        rows = self.client.query(
+            f"SELECT topic, partition, max(next_offset) FROM {migrations.OFFSETS_TABLE}{where} "
+            "GROUP BY topic, partition", parameters={"t": topic} if topic else None).result_rows
+        return {(t, int(p)): int(o) for t, p, o in rows}
+
     def count(self, table: Table, final: bool = True) -> int:
         return int(self.client.query(
             f"SELECT count() FROM `{table.name}`{' FINAL' if final else ''}").result_rows[0][0])
