@@ -27,7 +27,13 @@ def admin() -> AdminClient:
 
 
 def producer(**extra) -> Producer:
-    conf = {"enable.idempotence": True, "acks": "all", "linger.ms": 5,
+    """An idempotent, acks=all producer partitioning keys like the Java client.
+
+    ``murmur2_random`` is the Java client's (and aiokafka's) partitioner: a record keyed by a
+    subscriber_id lands in the same partition whichever system produced it, which
+    co-partitioning across topics depends on. librdkafka's default (CRC32) would not.
+    """
+    conf = {"enable.idempotence": True, "acks": "all", "linger.ms": 5, "partitioner": "murmur2_random",
             "compression.type": "lz4", "max.in.flight.requests.per.connection": 5}
     conf.update(extra)
     return Producer(client_config(**conf))
