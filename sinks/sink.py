@@ -125,7 +125,7 @@ class Sink:
         while not self.stop_event.is_set():
             try:
                 self.store = Store(self.dsn)
-                self.writer = Writer(self.store)
+                self.writer = Writer(self.store, fast=os.environ.get("TELBUS_SINK_FAST", "1") != "0")
                 STORE_UP.set(1)
                 return
             except StoreBusy:
@@ -246,14 +246,25 @@ class Sink:
         self._next[(topic, p)] = o + 1
         if self._first_at is None:
             self._first_at = time.monotonic()
+        value = msg.value()
+        ts_type, ts = msg.timestamp()
+        if not ts_type or ts < 0:
+            ts = 0
+        queued = self.writer.add_encoded(topic, value, p, o, ts)
+        if queued is not None:
+            if queued:
+                self._batch_msgs[(topic, p, o)] = msg
+            else:
+                SKIPPED.labels(topic).inc()
+                self.stats["skipped"] += 1
+            return
         try:
-            event = decode(msg.value())
+            event = decode(value)
         except DecodeError as exc:
             self._dead_letter(msg, f"undecodable: {exc}")
             return
-        ts_type, ts = msg.timestamp()
         try:
-            if self.writer.add(topic, event, p, o, ts if ts_type and ts >= 0 else 0):
+            if self.writer.add(topic, event, p, o, ts):
                 self._batch_msgs[(topic, p, o)] = msg
             else:
                 SKIPPED.labels(topic).inc()
@@ -405,8 +416,9 @@ class Sink:
         self._subscribe()
         stack.mark_ready(self.cfg.process)
 
-    def run(self, idle_exit_s: float | None = None) -> dict:
-        """Consume until stopped (or idle for ``idle_exit_s``); returns counters."""
+    def run(self, idle_exit_s: float | None = None, stop_after: int | None = None) -> dict:
+        """Consume until stopped (or idle for ``idle_exit_s``, or ``stop_after`` records
+        handled: the bench); returns counters."""
         from confluent_kafka import KafkaError
 
         from telbus import codec, metrics
@@ -414,6 +426,7 @@ class Sink:
         decode = self._decode = codec.default_codec().decode
         consumed = metrics.EVENTS_CONSUMED
         last_lag = 0.0
+        handled = 0
         last_msg = time.monotonic()
         try:
             while not self.stop_event.is_set():
@@ -437,6 +450,9 @@ class Sink:
                         per_topic[t] = per_topic.get(t, 0) + 1
                     for t, n in per_topic.items():
                         consumed.labels(self.cfg.process, t).inc(n)
+                        handled += n
+                    if stop_after is not None and handled >= stop_after:
+                        break
                 if self._due():
                     self._flush()
                 now = time.monotonic()

@@ -34,11 +34,13 @@ from sinks.ddl import Table, default_tables
 
 log = logging.getLogger("telbus.sink.store")
 
-#: Settings applied to every insert: one block per insert (a crash leaves a prefix).
+#: Settings applied to every insert: the client sends ~2 MB blocks; the engine squashes
+#: them into ONE block, hence one part, per INSERT (so a crash leaves a prefix, never a
+#: hole). Batches are bounded far below these limits (TELBUS_SINK_BATCH_ROWS).
 INSERT_SETTINGS = {
     "max_insert_block_size": 10_000_000,
-    "min_insert_block_size_rows": 0,
-    "min_insert_block_size_bytes": 0,
+    "min_insert_block_size_rows": 10_000_000,
+    "min_insert_block_size_bytes": 8 << 30,
 }
 
 

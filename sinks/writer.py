@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from operator import itemgetter
 
+from sinks import avrofast
 from sinks.ddl import MappingError, Table
 from sinks.pii import Hasher
 from sinks.rows import RowMapper
@@ -41,8 +42,13 @@ class FlushResult:
 
 
 class Writer:
-    def __init__(self, store: Store, hasher: Hasher | None = None):
+    def __init__(self, store: Store, hasher: Hasher | None = None, codec=None, fast: bool = True):
         self.store = store
+        self.codec = codec
+        self.fast = fast
+        #: topic -> [(partition, offset, timestamp_ms, single-object bytes)] for the fast path
+        self.avro_pending: dict[str, list[tuple]] = {}
+        self._plans: dict[tuple[str, int], avrofast.AvroPlan | None] = {}
         self.hasher = hasher or Hasher()
         self.mappers: dict[str, RowMapper] = {t: RowMapper(tab, self.hasher) for t, tab in store.tables.items()}
         self.pending: dict[str, list[tuple]] = {}
@@ -93,17 +99,111 @@ class Writer:
         self.pending.setdefault(topic, []).append(row)
         return True
 
+    # -- fast path (see sinks.avrofast) -------------------------------------------------
+    def _codec(self):
+        if self.codec is None:
+            from telbus.codec import default_codec
+            self.codec = default_codec()
+        return self.codec
+
+    def plan(self, topic: str, fingerprint: int):
+        """The fast-path plan for records of this fingerprint on this topic, or None."""
+        key = (topic, fingerprint)
+        if key in self._plans:
+            return self._plans[key]
+        plan = None
+        table = self.store.tables.get(topic)
+        sv = self._codec().catalog.by_fingerprint.get(fingerprint)
+        if self.fast and table is not None and sv is not None and sv.name in table.event_types:
+            current = self._codec().catalog.current(sv.name)
+            if current is sv and avrofast.eligible(table, sv.name):
+                plan = avrofast.plan_for(table, sv.name, sv.json, fingerprint)
+        self._plans[key] = plan
+        return plan
+
+    def add_encoded(self, topic: str, value: bytes, partition: int, offset: int, timestamp_ms: int):
+        """Queue one record without decoding it if the fast path applies.
+
+        Returns True (queued), False (already stored) or None (not eligible: decode it and
+        call :meth:`add`).
+        """
+        if not self.fast or value is None or len(value) < 11 or value[:2] != avrofast.MAGIC:
+            return None
+        plan = self.plan(topic, int.from_bytes(value[2:10], "little"))
+        if plan is None:
+            return None
+        last = self.fence(topic).get(partition)
+        if last is not None and offset <= last:
+            self.skipped += 1
+            return False
+        self.avro_pending.setdefault(topic, []).append((partition, offset, timestamp_ms, value))
+        return True
+
     @property
     def pending_rows(self) -> int:
-        return sum(len(v) for v in self.pending.values())
+        return sum(len(v) for v in self.pending.values()) + sum(len(v) for v in self.avro_pending.values())
 
     def discard(self) -> None:
         self.pending.clear()
+        self.avro_pending.clear()
+
+    def _avro_to_rows(self, topic: str, records: list[tuple], result: "FlushResult") -> None:
+        """Python path for queued encoded records (mixed batch, or the engine refused it)."""
+        codec = self._codec()
+        mapper = self.mappers[topic]
+        rows = self.pending.setdefault(topic, [])
+        for p, o, ts, value in records:
+            try:
+                rows.append(mapper.row(codec.decode(value), p, o, ts))
+            except MappingError as exc:
+                result.rejected.append(Rejected(topic, p, o, f"cannot map to a row: {exc}"))
+            except ValueError as exc:       # telbus.codec.DecodeError
+                result.rejected.append(Rejected(topic, p, o, f"undecodable: {exc}"))
+
+    def _flush_avro(self, topic: str, records: list[tuple], result: "FlushResult") -> bool:
+        """One ``FORMAT Avro`` INSERT; False if the engine refused the data."""
+        from sinks.store import INSERT_SETTINGS
+
+        table = self.store.tables[topic]
+        plan = self.plan(topic, int.from_bytes(records[0][3][2:10], "little"))
+        records.sort(key=itemgetter(0, 1))
+        blob = avrofast.container(plan, records)
+        t0 = time.perf_counter()
+        try:
+            self.store.client.raw_insert(table.name, None, blob, fmt="Avro", settings=INSERT_SETTINGS)
+        except Exception:
+            # refused: the data (then the Python path finds and dead-letters the bad
+            # records) or the store (then the Python path's INSERT fails too: retry)
+            if not self.store.ping():
+                raise
+            return False
+        result.seconds[table.name] = time.perf_counter() - t0
+        result.rows[table.name] = len(records)
+        fence = self.fence(topic)
+        for p, o, _ts, _v in records:
+            if o > fence.get(p, -1):
+                fence[p] = o
+        return True
 
     def flush(self) -> FlushResult:
         """Insert everything queued (one INSERT per table). On error nothing is forgotten:
         the pending rows stay queued for a retry, and the fence is not advanced."""
         result = FlushResult()
+        for topic in sorted(self.avro_pending):
+            records = self.avro_pending[topic]
+            if not records:
+                continue
+            fps = {r[3][2:10] for r in records} if len(records) < 64 else None
+            single = (fps is not None and len(fps) == 1) or (
+                fps is None and all(r[3][2:10] == records[0][3][2:10] for r in records))
+            if single and not self.pending.get(topic):
+                if self._flush_avro(topic, records, result):
+                    self.avro_pending[topic] = []
+                    continue
+            # mixed with decoded rows, several schemas, or refused by the engine: one
+            # INSERT through the Python path keeps "one part per table per flush"
+            self._avro_to_rows(topic, records, result)
+            self.avro_pending[topic] = []
         for topic in sorted(self.pending):
             rows = self.pending[topic]
             if not rows:
@@ -147,3 +247,4 @@ class Writer:
                     if r[i] is None:
                         bad.setdefault((r[pi], r[oi]), f"{r[0]}: required field {name!r} is null")
         return bad
+
