@@ -65,6 +65,7 @@ def broker_credentials():
 def create_app() -> faust.App:
     servers = [f"kafka://{hp.strip()}" for hp in config.bootstrap().split(",") if hp.strip()]
     datadir = config.data_dir() / "worker" / worker_id()
+    datadir.mkdir(parents=True, exist_ok=True)
     return faust.App(
         config.env("TELBUS_WORKER_APP_ID", "telbus"),
         broker=servers,
