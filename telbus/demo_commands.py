@@ -49,45 +49,70 @@ def publish(events, rate: float | None = None, progress=None) -> dict:
     return {"published": rep.delivered, "per_topic": rep.per_topic, "seconds": round(time.monotonic() - start, 2)}
 
 
-def group_lag(group: str, topic_names: list[str]) -> int | None:
-    """Total records the group has not committed yet on these topics (None: group unknown)."""
-    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+#: Consumer groups of the stack (Faust app, rating loop, sink) whose progress ``run`` waits on.
+GROUPS = ("telbus", "telbus-rating", "telbus-sink")
 
+
+def _committed(admin, group: str) -> dict[tuple[str, int], int]:
+    from confluent_kafka import ConsumerGroupTopicPartitions
+
+    try:
+        res = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result()
+    except Exception:
+        return {}
+    return {(tp.topic, tp.partition): tp.offset for tp in res.topic_partitions if tp.offset >= 0}
+
+
+def pending_inputs() -> int:
+    """Input records not yet processed by every group that consumes their topic.
+
+    Input topics are written without transactions, so committed offset == end offset means
+    done. A partition with data that no group has committed yet counts in full.
+    """
+    from confluent_kafka import TopicPartition
+
+    import topics
     from telbus import kafka
 
     admin = kafka.admin()
+    committed = {g: _committed(admin, g) for g in GROUPS}
     c = kafka.consumer(None)
     try:
         md = c.list_topics(timeout=10)
-        tps = [TopicPartition(t, p) for t in topic_names if t in md.topics for p in md.topics[t].partitions]
-        fut = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, tps)])[group]
-        committed = {(tp.topic, tp.partition): tp.offset for tp in fut.result().topic_partitions}
-        lag = 0
-        for tp in tps:
-            _lo, hi = c.get_watermark_offsets(tp, timeout=10)
-            done = committed.get((tp.topic, tp.partition), -1)
-            lag += hi - (done if done >= 0 else 0)
-        return lag
-    except Exception:
-        return None
+        pending = 0
+        for t in topics.contract_topics("input"):
+            if t.name not in md.topics:
+                continue
+            for p in md.topics[t.name].partitions:
+                hi = c.get_watermark_offsets(TopicPartition(t.name, p), timeout=10)[1]
+                offs = [cm[(t.name, p)] for cm in committed.values() if (t.name, p) in cm]
+                pending += hi - min(offs) if offs else hi
+        return pending
     finally:
         c.close()
 
 
-def wait_caught_up(timeout: float = 300.0, log=print) -> bool:
-    import topics
-
-    inputs = [t.name for t in topics.contract_topics("input")]
+def wait_caught_up(timeout: float = 300.0, settle: float = 3.0, log=print) -> bool:
+    """Wait until the processors have consumed every input and their outputs stop growing."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
-        lag = group_lag(WORKER_GROUP, inputs)
-        if lag == 0:
-            return True
-        if lag != last and lag is not None:
-            log(f"  processors catching up: {lag} records to go")
-            last = lag
+        pending = pending_inputs()
+        if pending == 0:
+            break
+        if pending != last:
+            log(f"  processors catching up: {pending} input records to go")
+            last = pending
         time.sleep(1)
+    else:
+        return False
+    before = end_offset_totals()
+    while time.monotonic() < deadline:
+        time.sleep(settle)   # outputs (and the sink behind them) settle: re-checked, not assumed
+        now = end_offset_totals()
+        if now == before:
+            return True
+        before = now
     return False
 
 
@@ -141,6 +166,20 @@ def sample_records(topic: str, n: int = 2) -> list[dict]:
         c.close()
 
 
+def _reference_prefix(w) -> int:
+    """How many leading events of the workload are reference data (no traffic yet)."""
+    reference_types = {"TariffPlan", "NetworkElement"}
+    n = 0
+    for _topic, _key, ev in w.events:
+        if ev["event_type"] in reference_types or (
+                ev["event_type"] in ("SubscriberCreated", "BalanceRecharged")
+                and ev["event_time"] < w.manifest["base_time_ms"]):
+            n += 1
+            continue
+        break
+    return n
+
+
 def cmd_publish(args) -> int:
     marker = config.run_dir() / "demo-published.json"
     if marker.exists() and not args.force:
@@ -172,9 +211,18 @@ def cmd_run(args) -> int:
     if not marker.exists():
         w = _workload(args)
         t = time.monotonic()
-        result = publish(w.events)
+        # Reference data first (plans, topology, subscribers that exist before the window),
+        # as in production: traffic arrives for subscribers and NEs already known.
+        n_ref = _reference_prefix(w)
+        result = publish(w.events[:n_ref])
+        if not wait_caught_up(args.wait):
+            print(f"warning: reference data not processed after {args.wait:.0f}s")
+        rest = publish(w.events[n_ref:])
+        result = {"published": result["published"] + rest["published"],
+                  "reference": result["published"], "traffic": rest["published"]}
         marker.write_text(json.dumps({"result": result, "manifest": w.manifest}, default=str))
-        print(f"published {result['published']} demo events in {time.monotonic() - t:.1f}s")
+        print(f"published {result['published']} demo events ({result['reference']} reference, "
+              f"{result['traffic']} traffic) in {time.monotonic() - t:.1f}s")
     else:
         print("demo workload already published in this data directory (make clean to start over)")
     manifest = json.loads(marker.read_text())["manifest"]
