@@ -106,7 +106,9 @@ class ViewFeed:
         try:
             parts = []
             while not self.stopping.is_set():
-                md = c.list_topics(topic, timeout=10)
+                # all topics: a metadata request naming a missing topic would auto-create it
+                # (with the broker's default partition count) before Faust creates it right
+                md = c.list_topics(timeout=10)
                 t = md.topics.get(topic)
                 if t is not None and t.error is None and t.partitions:
                     parts = sorted(t.partitions)

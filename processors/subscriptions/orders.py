@@ -36,7 +36,8 @@ Decisions (documented, tested in tests/unit/test_subscriptions_orders.py):
 * **Out-of-order arrival.**  A WorkOrderDispatched/WorkOrderCompleted for an order not
   yet submitted, or a WorkOrderCompleted for a work order not yet dispatched (of an
   open order), is *held pending* in the book and applied as soon as its prerequisite
-  arrives (held events are retried in arrival order until nothing more applies).
+  arrives (held dispatches first, then held completions, each in event-time order,
+  until nothing more applies).
   Bounds: a held event is kept at most ``pending_ttl_ms`` of event time (measured
   against the newest event_time seen for the subscriber) and at most ``max_pending``
   events per subscriber (oldest evicted first).  Expired or evicted held events go to
@@ -352,12 +353,22 @@ def _complete(order: dict, event: dict, ref, res: OrderResult):
     return None
 
 
+def _held_order(p: dict):
+    ev = p["event"]
+    return (ev["event_type"] != "WorkOrderDispatched", ev["event_time"], p["seq"])
+
+
 def _drain(book: dict, oid: str, res: OrderResult) -> None:
-    """Retry held events of order ``oid`` (arrival order) until none applies any more."""
+    """Retry held events of order ``oid`` until none applies any more.
+
+    Held dispatches are applied before held completions (all of them arrived before the
+    event that releases them, so the order is known to have those work orders), each kind
+    in event-time order, ties in arrival order.
+    """
     progress = True
     while progress:
         progress = False
-        for p in [p for p in book["pending"] if p["order_id"] == oid]:
+        for p in sorted((p for p in book["pending"] if p["order_id"] == oid), key=_held_order):
             order = book["orders"].get(oid)
             ev = p["event"]
             if order is None:

@@ -128,6 +128,17 @@ def test_everything_before_submit():
     assert book["pending"] == [] and len(done) == 1 and not rej
 
 
+def test_held_dispatches_apply_before_held_completions():
+    # uncatalogued products: without dispatch-first draining, C1 would complete the order
+    # before W2 is known
+    evs = [completed("W2", t=T0 + 6000), dispatched("W1", t=T0 + 2000), completed("W1", t=T0 + 5000),
+           dispatched("W2", t=T0 + 3000), submitted(t=T0)]
+    _, st, done, rej, _ = run(evs)
+    assert [(s["status"], s["updated_at"]) for s in st] == [("SUBMITTED", T0), ("IN_PROGRESS", T0 + 2000),
+                                                             ("COMPLETED", T0 + 6000)]
+    assert not rej and len(done) == 1
+
+
 def test_out_of_order_same_result_as_in_order():
     in_order = [submitted(), dispatched("W1"), dispatched("W2"), completed("W1"), completed("W2", t=T0 + 3000)]
     shuffled = [in_order[i] for i in (4, 2, 3, 0, 1)]
