@@ -7,6 +7,7 @@ session's broker) without seeing each other's incidents.
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 
 import pytest
@@ -72,22 +73,26 @@ def alarm(alarm_id, ne_id, site, sec, cause="LOS", severity="MAJOR"):
 
 
 # ---------------------------------------------------------------------- worker
-@pytest.fixture(scope="module")
-def worker(broker, tmp_path_factory):
-    uid = unique("al")
-    app_id = f"telbus-it-{uid}"
+def start_worker(app_id, worker_id, log_dir):
     proc = Proc(
-        f"worker-{uid}",
-        ["worker", "--loglevel", "warning"],
-        # Faust rejects web port 0 (which conftest sets): give the worker a free port
-        env={"TELBUS_WORKER_APP_ID": app_id, "TELBUS_WORKER_ID": uid, "TELBUS_WORKER_AGENTS": "alarms",
-             "TELBUS_WORKER_WEB_PORT": str(free_port())},
-        log_dir=tmp_path_factory.mktemp("alarms-worker"),
+        f"worker-{worker_id}",
+        ["worker", "--loglevel", os.environ.get("ALARMS_IT_LOGLEVEL", "warning")],
+        # only this processor; Faust rejects web port 0 (which conftest sets): a free port
+        env={"TELBUS_WORKER_APP_ID": app_id, "TELBUS_ALARMS_GROUP": f"{app_id}-alarms", "TELBUS_WORKER_ID": worker_id,
+             "TELBUS_WORKER_AGENTS": "alarms", "TELBUS_WORKER_WEB_PORT": str(free_port())},
+        log_dir=log_dir,
     )
     # Faust creates only the last level of its datadir
     (config.data_dir() / "worker").mkdir(parents=True, exist_ok=True)
     proc.start(ready_timeout=180)
-    proc.funnel = f"{app_id}-alarms-correlation"
+    proc.funnel = f"{app_id}-alarms.correlation"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def worker(broker, tmp_path_factory):
+    uid = unique("al")
+    proc = start_worker(f"telbus-it-{uid}", uid, tmp_path_factory.mktemp("alarms-worker"))
     try:
         yield proc
     finally:
@@ -293,3 +298,33 @@ def test_demo_storm_compresses_and_loses_nothing(worker):
     assert set(listed) == raises  # no raw alarm lost
     assert max(listed.values()) == 1  # and none counted twice
     assert len(alarms) / len(surviving) > 100  # the compression an operator sees
+
+
+def test_state_survives_kill_and_recovers_from_changelog(broker, tmp_path):
+    """ONU incidents opened by one worker are taken over after a kill -9, by a worker
+    with an empty data directory (state restored from the changelogs only), and no
+    incident event is published twice."""
+    u = unique("KR")
+    app_id = f"telbus-it-{u}"
+    olt, agg = f"{u}-OLT", f"{u}-AGG"
+    onus = [(f"{u}-ONU{i}", f"{u}-S{i}") for i in range(1, 4)]
+    first = start_worker(app_id, f"{u}a", tmp_path)
+    try:
+        load_reference(first, [ne(olt, None, agg, "OLT")] + [ne(n, olt, s) for n, s in onus],
+                       [subscriber(f"{u}-U{i}", n) for i, (n, _s) in enumerate(onus)], u)
+        produce("oss.alarm.raw", [alarm(f"{u}-A{i}", n, s, i) for i, (n, s) in enumerate(onus)])
+        prefix = f"INC-{u}-"
+        wait_incidents(prefix, 3, "three ONU incidents opened")
+    finally:
+        first.kill9()
+    second = start_worker(app_id, f"{u}b", tmp_path)
+    try:
+        produce("oss.alarm.raw", [alarm(f"{u}-OLTA", olt, agg, 22, "EQUIPMENT_FAILURE", "CRITICAL")])
+        recs = wait_incidents(prefix, 7, "takeover after restart", timeout=240)
+        changes = Counter((v["incident_id"], v["change"]) for *_x, v in recs)
+        assert max(changes.values()) == 1, changes
+        root = next(v for *_x, v in recs if v["root_ne_id"] == olt)
+        assert len(root["alarm_ids"]) == 4 and root["affected_subscribers"] == 3
+        assert sum(1 for *_x, v in recs if v["change"] == "MERGED") == 3
+    finally:
+        second.stop()
