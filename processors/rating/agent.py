@@ -401,10 +401,14 @@ def _register_faust_service() -> None:
 
     from processors.app import app
 
-    @app.service
     class RatingService(mode.Service):
         """Runs :class:`RatingProcessor` on a thread; a fatal error crashes the worker
-        (restart = rebuild from the log, which is always safe)."""
+        (restart = rebuild from the log, which is always safe).
+
+        Added as a child of the app rather than with ``@app.service``: Faust starts
+        ``@app.service`` services only after its own group assignment and table recovery,
+        which after a kill -9 waits for the dead member's Faust session to expire. Rating
+        has its own group (static membership) and its own state, so it starts at once."""
 
         def __post_init__(self) -> None:
             self.processor = RatingProcessor()
@@ -427,6 +431,8 @@ def _register_faust_service() -> None:
             self.processor.stop()
             if self.thread is not None:
                 await asyncio.get_running_loop().run_in_executor(None, self.thread.join, 30)
+
+    app.add_dependency(RatingService())
 
 
 if config.env("TELBUS_RATING_IN_WORKER", "1") == "1":
