@@ -43,22 +43,39 @@ def worker_id() -> str:
 
 
 def broker_credentials():
-    """Faust/aiokafka credentials from the same TELBUS_KAFKA_* settings librdkafka uses."""
+    """Faust/aiokafka credentials from the same TELBUS_KAFKA_* settings librdkafka uses.
+
+    ``security.protocol`` SSL / SASL_PLAINTEXT / SASL_SSL; ``sasl.mechanism`` (or
+    librdkafka's alias ``sasl.mechanisms``), ``sasl.username``, ``sasl.password``;
+    ``ssl.ca.location`` (a CA file or a directory of CA files; default: the system CAs);
+    a client certificate for mutual TLS with ``ssl.certificate.location``,
+    ``ssl.key.location`` and ``ssl.key.password``; ``ssl.endpoint.identification.algorithm
+    =none`` turns host name verification off (the certificate chain is still verified).
+    """
     pt = config.kafka_passthrough()
     protocol = pt.get("security.protocol", "PLAINTEXT").upper()
     if protocol == "PLAINTEXT":
         return None
+    import os
     import ssl
 
     ctx = None
     if "SSL" in protocol:
-        ctx = ssl.create_default_context(cafile=pt.get("ssl.ca.location"))
-        if pt.get("ssl.endpoint.identification.algorithm", "https") == "none":
+        ca = pt.get("ssl.ca.location")
+        if ca and os.path.isdir(ca):
+            ctx = ssl.create_default_context(capath=ca)
+        else:
+            ctx = ssl.create_default_context(cafile=ca)
+        if pt.get("ssl.endpoint.identification.algorithm", "https").lower() == "none":
             ctx.check_hostname = False
+        cert = pt.get("ssl.certificate.location")
+        if cert:
+            ctx.load_cert_chain(cert, keyfile=pt.get("ssl.key.location"), password=pt.get("ssl.key.password"))
     if "SASL" in protocol:
+        mechanism = pt.get("sasl.mechanism") or pt.get("sasl.mechanisms") or "PLAIN"
         return faust.SASLCredentials(
             username=pt.get("sasl.username"), password=pt.get("sasl.password"),
-            mechanism=pt.get("sasl.mechanism", "PLAIN").upper(), ssl_context=ctx)
+            mechanism=mechanism.upper(), ssl_context=ctx)
     return faust.SSLCredentials(ctx)
 
 

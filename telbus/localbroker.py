@@ -91,10 +91,23 @@ class LocalBroker:
     """
 
     def __init__(self, directory: Path, port: int | None = None, extra_properties: dict | None = None,
-                 listener_protocol: str = "PLAINTEXT"):
+                 listener_protocol: str = "PLAINTEXT", controller_protocol: str = "PLAINTEXT",
+                 scram_users: dict[str, str] | None = None, scram_mechanism: str = "SCRAM-SHA-512",
+                 client_config: dict | None = None):
+        """``listener_protocol``/``controller_protocol``: security protocols of the client and
+        controller listeners (their SSL/SASL settings go in ``extra_properties``).
+        ``scram_users``: {name: password} stored as SCRAM credentials when the storage is
+        formatted (``StorageTool format --add-scram``), so SASL/SCRAM works from the first start.
+        ``client_config``: librdkafka settings (credentials) for the readiness check of a
+        secured listener; without it a secured broker counts as ready once its port is open.
+        """
         self.dir = Path(directory)
         self.extra = extra_properties or {}
         self.listener_protocol = listener_protocol
+        self.controller_protocol = controller_protocol
+        self.scram_users = dict(scram_users or {})
+        self.scram_mechanism = scram_mechanism
+        self.client_config = dict(client_config or {})
         ports_file = self.dir / "ports"
         if ports_file.exists():
             self.port, self.controller_port = map(int, ports_file.read_text().split())
@@ -115,7 +128,7 @@ class LocalBroker:
             "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
             "listeners": f"BROKER://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
             "advertised.listeners": f"BROKER://127.0.0.1:{self.port}",
-            "listener.security.protocol.map": f"BROKER:{self.listener_protocol},CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map": f"BROKER:{self.listener_protocol},CONTROLLER:{self.controller_protocol}",
             "inter.broker.listener.name": "BROKER",
             "controller.listener.names": "CONTROLLER",
             "log.dirs": str(self.dir / "data"),
@@ -153,9 +166,15 @@ class LocalBroker:
         java = java_bin()
         if not (self.dir / "data" / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-            subprocess.run([java, f"-Dlog4j.configuration=file:{LOG4J}", "-cp", cp,
-                            "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
-                           check=True, stdout=subprocess.DEVNULL)
+            scram = []
+            for name, password in sorted(self.scram_users.items()):
+                scram += ["--add-scram", f"{self.scram_mechanism}=[name={name},password={password}]"]
+            res = subprocess.run([java, f"-Dlog4j.configuration=file:{LOG4J}", "-cp", cp,
+                                  "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props), *scram],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            if res.returncode != 0:
+                # the arguments carry passwords: report the tool's message, never the command
+                raise RuntimeError(f"formatting the broker storage failed: {res.stderr.strip()[-2000:]}")
         heap = config.env("TELBUS_KAFKA_HEAP", "1g")
         with open(self.log, "ab") as log:
             proc = subprocess.Popen(
@@ -173,12 +192,12 @@ class LocalBroker:
         raise TimeoutError(f"broker did not answer within {timeout:.0f}s; see {self.log}")
 
     def _ready(self) -> bool:
-        if self.listener_protocol != "PLAINTEXT":
+        if self.listener_protocol != "PLAINTEXT" and not self.client_config:
             return True   # callers with credentials check readiness themselves
         from confluent_kafka.admin import AdminClient
 
         try:
-            md = AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(timeout=2)
+            md = AdminClient({"bootstrap.servers": self.bootstrap, **self.client_config}).list_topics(timeout=2)
             return bool(md.brokers)
         except Exception:
             return False
