@@ -97,6 +97,7 @@ from __future__ import annotations
 
 import bisect
 import copy
+from functools import lru_cache
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
@@ -134,10 +135,31 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
+_SHANGHAI_OFFSET_MS = 8 * 3600 * 1000
+
+
 def billing_period(ts_ms: int) -> str:
     """``YYYYMM`` of ``ts_ms`` in Asia/Shanghai (00:00 Shanghai = 16:00 UTC the day before)."""
-    local = (_EPOCH + timedelta(milliseconds=ts_ms)).astimezone(_SHANGHAI)
+    return _period_of_day((ts_ms + _SHANGHAI_OFFSET_MS) // 86_400_000)
+
+
+@lru_cache(maxsize=4096)
+def _period_of_day(shanghai_day: int) -> str:
+    # Shanghai has had no DST since 1991: a fixed +8 h offset gives the local calendar day.
+    local = _EPOCH + timedelta(days=shanghai_day)
     return f"{local.year:04d}{local.month:02d}"
+
+
+def copy_state(state: State) -> State:
+    """A copy sharing nothing mutable with ``state``: what ``deepcopy`` gives, for the
+    state's known shape, at a fraction of the cost on the per-CDR path."""
+    out = dict(state)
+    out["plans"] = [list(h) for h in state["plans"]]
+    out["statuses"] = [list(h) for h in state["statuses"]]
+    out["periods"] = {k: dict(v) for k, v in state["periods"].items()}
+    out["seen_cdrs"] = dict(state["seen_cdrs"])
+    out["seen_events"] = dict(state["seen_events"])
+    return out
 
 
 def zone_of(called_number: str | None) -> str:
@@ -369,7 +391,7 @@ def apply_subscriber_event(state: State | None, ev: Mapping[str, Any],
 
     ``ev`` must have passed :func:`validate_subscriber_event`. Returns the new state and
     the CreditControl outputs (a RESUME, at most)."""
-    state = copy.deepcopy(state) if state is not None else new_state(ev["subscriber_id"])
+    state = copy_state(state) if state is not None else new_state(ev["subscriber_id"])
     et, t = ev["event_type"], ev["event_time"]
     outputs: list[dict[str, Any]] = []
     if et == "SubscriberCreated":
@@ -485,7 +507,7 @@ def rate_cdr(state: State | None, cdr: Mapping[str, Any],
     if state is None or not state["created"]:
         balance = state["balance_li"] if state is not None else 0
         return state, [_rated(cdr, zone=zone, balance=balance, status="REJECTED", reason=REJECT_UNKNOWN)]
-    state = copy.deepcopy(state)
+    state = copy_state(state)
     t_start, t_event = cdr["start_time"], cdr["event_time"]
     plan_id = plan_at(state, t_start)
     plan = select_plan_version(catalog, plan_id, t_start)
