@@ -449,3 +449,12 @@ def register(sub) -> None:
     p.add_argument("--timeout", type=float, default=30.0,
                    help="give up when no record arrives for this many seconds (default 30)")
     p.set_defaults(func=run)
+
+    # `telbus ops ...` (lag, lag-exporter, prometheus-targets) lives in telbus.lag; until that
+    # module is listed in telbus.cli.COMMAND_MODULES it is registered from here.
+    from telbus import cli
+
+    if "telbus.lag" not in cli.COMMAND_MODULES:
+        from telbus import lag
+
+        lag.register(sub)
