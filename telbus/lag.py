@@ -17,9 +17,11 @@ served by that process's metrics endpoint. Usage in a long-running process::
 On transactional input topics a fully caught-up group can show a lag of 1 per partition
 (the commit marker occupies an offset after the last record).
 
-Also ``python -m telbus.lag GROUP TOPIC...`` prints the lag once as JSON, and
-``python -m telbus.lag prometheus-targets [FILE]`` writes the Prometheus file_sd targets of
-the running stack (see ops/README-operating.md).
+Commands (``telbus ops ...`` once ``telbus.lag`` is in COMMAND_MODULES; until then
+``python -m telbus.lag ...``): ``lag GROUP TOPIC...`` prints the lag once as JSON;
+``lag-exporter --group G [--topic T]...`` is a standalone process serving the lag metrics of
+groups whose processes do not collect it themselves; ``prometheus-targets [FILE]`` writes
+the Prometheus file_sd targets of the running stack (see ops/README-operating.md).
 """
 from __future__ import annotations
 
@@ -168,14 +170,46 @@ def cmd_lag(args) -> int:
     return 0
 
 
+def cmd_exporter(args) -> int:
+    """A standalone lag exporter: serves the lag of the given groups until SIGTERM/SIGINT."""
+    import signal
+
+    import topics as catalog
+    from telbus import stack
+
+    process = config.env("TELBUS_PROCESS_NAME", "lag-exporter")
+    names = args.topics or [t.name for t in catalog.contract_topics("input")]
+    metrics.serve(process)
+    collectors = [LagCollector(g, names, args.interval) for g in args.group]
+    for c in collectors:
+        try:
+            c.collect_once()
+        except Exception as exc:
+            log.warning("first lag collection for %s failed: %s", c.group, exc)
+        c.start()
+    stack.mark_ready(process)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    done.wait()
+    for c in collectors:
+        c.stop()
+    return 0
+
+
 def register(sub) -> None:
-    """``telbus ops lag GROUP TOPIC...`` and ``telbus ops prometheus-targets [FILE]``."""
+    """``telbus ops lag|lag-exporter|prometheus-targets``."""
     p = sub.add_parser("ops", help="operations helpers (consumer lag, Prometheus targets)")
     osub = p.add_subparsers(dest="ops_command", required=True)
     lg = osub.add_parser("lag", help="a consumer group's lag per partition, as JSON")
     lg.add_argument("group")
     lg.add_argument("topics", nargs="+")
     lg.set_defaults(func=cmd_lag)
+    ex = osub.add_parser("lag-exporter", help="serve consumer lag metrics for groups (runs until stopped)")
+    ex.add_argument("--group", action="append", required=True, help="consumer group (repeatable)")
+    ex.add_argument("--topic", dest="topics", action="append", help="topics (default: every input topic)")
+    ex.add_argument("--interval", type=float, default=float(config.env("TELBUS_LAG_INTERVAL_S", "15")))
+    ex.set_defaults(func=cmd_exporter)
     tg = osub.add_parser("prometheus-targets",
                          help="write the Prometheus file_sd targets of the running stack")
     tg.add_argument("file", nargs="?", help=f"default: $TELBUS_DATA_DIR/prometheus/targets/telbus.json")

@@ -84,11 +84,7 @@ def register_endpoint(process: str, kind: str, url: str) -> None:
     tmp.replace(path)
 
 # -- added for operations (ops/prometheus alert rules, ops/grafana dashboards) ----------
+# (the sink's own metrics, telbus_sink_*, are defined in sinks/sink.py)
 TOPIC_END_OFFSET = Gauge("telbus_topic_end_offset", "High watermark of a partition, as seen by the lag collector",
                          ["topic", "partition"])
 LAG_COLLECTIONS = Counter("telbus_lag_collections_total", "Consumer-lag collection rounds", ["group", "outcome"])
-SINK_ROWS = Counter("telbus_sink_rows_written_total", "Rows inserted into the analytical store", ["table"])
-SINK_WRITE_FAILURES = Counter("telbus_sink_write_failures_total",
-                              "Failed writes to the analytical store (the batch is retried)", ["table"])
-SINK_LAST_SUCCESS = Gauge("telbus_sink_last_success_timestamp_seconds",
-                          "Unix time of the last successful write to the analytical store")
