@@ -20,11 +20,13 @@ Rules (CONTRACT.md §4 "Alarm correlation")
 - Idempotence: an alarm whose event_id was already processed (producer retry,
   consumer re-delivery) is a no-op (``DUPLICATE_EVENT``).
 - Dedup: a raise (severity other than CLEARED) for an active reduction key only counts
-  an occurrence (``DEDUP``). No incident is opened and no event is emitted for it, with
-  one exception: when it changes the key's perceived severity and so the incident's
-  severity, the incident emits UPDATED. A re-raise that carries a new alarm_id is
-  recorded in the incident's ``alarm_ids`` (so no raw alarm is ever lost) and is
-  published with the incident's next change, at the latest its CLEARED or MERGED.
+  an occurrence (``DEDUP``): no incident is opened. A re-notification with the same
+  alarm_id emits nothing unless it changes the key's perceived severity and with it the
+  incident's severity (then UPDATED). A re-raise carrying a new alarm_id joins the
+  incident's ``alarm_ids`` and the open incident emits UPDATED, so every raw alarm id is
+  published (an incident may stay open for days; waiting for its next change could hide
+  an alarm that long). Into an already CLEARED incident (its symptom still active) it is
+  recorded silently.
 - Clear: CLEARED clears the active alarm with the same key. A CLEARED with no active
   alarm is a no-op (``CLEAR_NO_ACTIVE``, for a metric); so is a CLEARED whose event
   time is before the active alarm's raise (``STALE_CLEAR``: it belongs to an earlier
@@ -294,7 +296,8 @@ class Correlator:
 
         inc = dict(st.incidents[iid])
         before = self._severity(inc)
-        if alarm["alarm_id"] not in inc["alarm_ids"]:
+        new_id = alarm["alarm_id"] not in inc["alarm_ids"]
+        if new_id:
             inc["alarm_ids"] = inc["alarm_ids"] + [alarm["alarm_id"]]
         if old_sev != alarm["severity"] and rec["alarm_id"] in inc["active"]:
             inc["active"] = dict(inc["active"])
@@ -302,7 +305,7 @@ class Correlator:
             member["severity"] = alarm["severity"]
             inc["active"][rec["alarm_id"]] = member
         events: list[dict] = []
-        if inc["status"] == _OPEN and self._severity(inc) != before:
+        if inc["status"] == _OPEN and (new_id or self._severity(inc) != before):
             inc["updated_at"] = t
             events.append(self._event(inc, "UPDATED", t))
         st.incidents[iid] = inc

@@ -242,12 +242,14 @@ def test_duplicate_raise_counts_occurrences_only():
     for k in range(3):
         out = h.alarm("ONU1", 1 + k, aid="A")  # same alarm re-notified
         assert (out.disposition, out.incident_id, out.events) == (C.DEDUP, "INC-A", [])
-    out = h.alarm("ONU1", 5, aid="A-again")  # new id, same key
-    assert (out.disposition, out.events) == (C.DEDUP, [])
+    out = h.alarm("ONU1", 5, aid="A-again")  # new id, same key: listed, so published
+    assert out.disposition == C.DEDUP
+    [e] = out.events
+    assert (e["incident_id"], e["change"], e["alarm_ids"]) == ("INC-A", "UPDATED", ["A", "A-again"])
     assert h.c.state.active["ONU1"]["LOS"]["occurrences"] == 5
     assert h.open_ids() == ["INC-A"]
-    assert h.inc("INC-A")["alarm_ids"] == ["A", "A-again"]
-    # the deduplicated alarm id is published with the next change
+    out = h.alarm("ONU1", 6, aid="A-again")  # that one re-notified: nothing new
+    assert out.events == []
     out = h.clear("ONU1", 10)
     assert out.events[0]["alarm_ids"] == ["A", "A-again"]
 
