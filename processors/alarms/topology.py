@@ -1,7 +1,7 @@
 """Network topology and subscriber placement for alarm correlation (pure logic).
 
 State is held in plain mutable mappings whose values are JSON-compatible, so the
-Faust shell can pass changelog-backed tables in place of dicts:
+shell can pass maps that record their changes for a changelog in place of dicts:
 
 ``nes``          ne_id -> {"ne_type", "parent_ne_id", "site_id", "services", "event_time"}
 ``children``     ne_id -> sorted list of ne_ids whose parent_ne_id is that ne_id
@@ -10,7 +10,7 @@ Faust shell can pass changelog-backed tables in place of dicts:
 ``subs_per_ne``  ne_id -> number of subscribers placed on that NE (absent when 0)
 
 Every write is a re-assignment (``mapping[key] = new_value``), never an in-place
-mutation of a stored value: a changelog-backed table only records assignments.
+mutation of a stored value: a changelog only sees assignments.
 
 Rules
 - NetworkElement events are upserts keyed by ne_id. An event older (event time) than
