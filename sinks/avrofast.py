@@ -38,13 +38,18 @@ def zigzag(n: int) -> bytes:
     """Avro ``long``/``int`` encoding (zig-zag varint)."""
     z = (n << 1) ^ (n >> 63)
     if z < 0x80:
-        return bytes((z,))
+        return _ONE[z]
+    if z < 0x4000:
+        return bytes(((z & 0x7F) | 0x80, z >> 7))
     out = bytearray()
     while z >= 0x80:
         out.append((z & 0x7F) | 0x80)
         z >>= 7
     out.append(z)
     return bytes(out)
+
+
+_ONE = [bytes((i,)) for i in range(128)]
 
 
 def _string(s: str) -> bytes:
@@ -82,19 +87,45 @@ def plan_for(table: Table, event_type: str, schema_json: str, fingerprint: int) 
     return AvroPlan(event_type, fingerprint, bytes(header), _string(event_type) + _string(table.topic))
 
 
+#: block header (count 1 + size) for every record size below 16 KiB: one list lookup
+_BLOCK_HEAD = [b"\x02" + zigzag(n) for n in range(16384)]
+
+
+def _offset_bytes(o: int) -> bytes:
+    """zigzag varint of a non-negative offset (unrolled for the common sizes)."""
+    z = o << 1
+    if z < 0x80:
+        return _ONE[z]
+    if z < 0x4000:
+        return bytes(((z & 0x7F) | 0x80, z >> 7))
+    if z < 0x200000:
+        return bytes(((z & 0x7F) | 0x80, ((z >> 7) & 0x7F) | 0x80, z >> 14))
+    if z < 0x10000000:
+        return bytes(((z & 0x7F) | 0x80, ((z >> 7) & 0x7F) | 0x80, ((z >> 14) & 0x7F) | 0x80, z >> 21))
+    return zigzag(o)
+
+
 def container(plan: AvroPlan, records: list[tuple]) -> bytes:
-    """``records``: (partition, offset, timestamp_ms, value) with value = single-object bytes."""
+    """``records``: (partition, offset, timestamp_ms, value, ...) with value the
+    single-object bytes (header 10 bytes, then the Avro body)."""
     parts = [plan.header]
     append = parts.append
-    tail = plan.tail
+    tail = plan.tail + SYNC
+    fixed = len(tail) - 16 - 10           # metadata tail (without sync) minus the 10-byte header
     pcache: dict[int, bytes] = {}
-    for p, o, ts, value in records:
+    heads = _BLOCK_HEAD
+    obytes = _offset_bytes
+    last_ts, ts_b = None, b""
+    for r in records:
+        p, o, ts, value = r[0], r[1], r[2], r[3]
         pb = pcache.get(p)
         if pb is None:
             pb = pcache[p] = zigzag(p)
-        rec = b"".join((value[10:], pb, zigzag(o), zigzag(ts), tail))
-        append(b"\x02")                 # one record in this block
-        append(zigzag(len(rec)))
-        append(rec)
-        append(SYNC)
+        if ts != last_ts:
+            last_ts, ts_b = ts, zigzag(ts)
+        meta = pb + obytes(o) + ts_b
+        size = len(value) + len(meta) + fixed
+        append(heads[size] if size < 16384 else b"\x02" + zigzag(size))
+        append(memoryview(value)[10:])
+        append(meta + tail)
     return b"".join(parts)

@@ -89,6 +89,23 @@ class Backoff:
         self.delay = self.first
 
 
+_UNKNOWN = object()
+
+
+class _Flight:
+    """One batch being flushed on the background thread."""
+
+    def __init__(self, batch, offsets: dict, dlq: int, max_attempts: int | None):
+        self.batch = batch
+        self.offsets = offsets
+        self.dlq = dlq
+        self.max_attempts = max_attempts
+        self.result = None
+        self.error: BaseException | None = None
+        self.abort = threading.Event()
+        self.thread: threading.Thread | None = None
+
+
 class Sink:
     def __init__(self, config: SinkConfig | None = None, dsn: str | None = None):
         from sinks.store import default_dsn
@@ -103,8 +120,8 @@ class Sink:
         self.query_server = None
         self.query_url: str | None = None
         self._next: dict[tuple[str, int], int] = {}     # offsets to commit after the flush
-        self._batch_msgs: dict[tuple[str, int, int], object] = {}
-        self._dlq_pending = 0
+        self._batch_dlq = 0
+        self._flight: _Flight | None = None
         self._first_at: float | None = None
         self._paused = False
         self._assigned: list = []
@@ -203,9 +220,12 @@ class Sink:
         log.info("assigned %d partitions", len(partitions))
 
     def _on_revoke(self, consumer, partitions) -> None:
+        """Finish what is in flight, flush what is queued (bounded), then let go."""
         try:
-            if self.writer and (self.writer.pending_rows or self._next):
-                self._flush(max_attempts=3)
+            self._wait_flight(abort_after_s=30.0)
+            if self.writer is not None and (self.writer.pending_rows or self._next):
+                self._start_flush(max_attempts=3)
+                self._wait_flight(abort_after_s=30.0)
         except Exception as exc:
             log.warning("flush on revoke failed (%s): the next owner re-reads the batch", exc)
         self._reset_batch()
@@ -220,8 +240,8 @@ class Sink:
         if self.writer:
             self.writer.discard()
             self.writer.reset_fence()
-        self._next.clear()
-        self._batch_msgs.clear()
+        self._next = {}
+        self._batch_dlq = 0
         self._first_at = None
 
     def _dead_letter(self, msg, reason: str) -> None:
@@ -234,14 +254,11 @@ class Sink:
                 break
             except BufferError:
                 self.producer.poll(0.1)
-        self._dlq_pending += 1
+        self._batch_dlq += 1
         self.stats["dlq"] += 1
 
     def handle(self, msg, decode) -> None:
         """One Kafka record into the batch (or the DLQ)."""
-        from sinks.ddl import MappingError
-        from telbus.codec import DecodeError
-
         topic, p, o = msg.topic(), msg.partition(), msg.offset()
         self._next[(topic, p)] = o + 1
         if self._first_at is None:
@@ -250,27 +267,85 @@ class Sink:
         ts_type, ts = msg.timestamp()
         if not ts_type or ts < 0:
             ts = 0
-        queued = self.writer.add_encoded(topic, value, p, o, ts)
-        if queued is not None:
-            if queued:
-                self._batch_msgs[(topic, p, o)] = msg
-            else:
+        queued = self.writer.add_encoded(topic, value, p, o, ts, msg)
+        if queued is None:
+            queued = self._add_decoded(msg, topic, value, p, o, ts, decode)
+        if queued is False:
+            SKIPPED.labels(topic).inc()
+            self.stats["skipped"] += 1
+
+    def handle_many(self, msgs, decode) -> dict[str, int]:
+        """:meth:`handle` for a list of messages, with the fast path inlined (the hot loop:
+        no decode, one fence lookup, one append per record). Returns records per topic."""
+        from confluent_kafka import KafkaError
+
+        w = self.writer
+        nxt = self._next
+        per_topic: dict[str, int] = {}
+        if self._first_at is None:
+            self._first_at = time.monotonic()
+        fast = w.fast
+        magic = b"\xc3\x01"
+        plans_all = w._plans
+        fences = w._fence
+        encoded = w.batch.encoded
+        skipped = 0
+        for msg in msgs:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer error: %s", err)
+                continue
+            topic = msg.topic()
+            p = msg.partition()
+            o = msg.offset()
+            nxt[(topic, p)] = o + 1
+            per_topic[topic] = per_topic.get(topic, 0) + 1
+            value = msg.value()
+            ts_type, ts = msg.timestamp()
+            if not ts_type or ts < 0:
+                ts = 0
+            if fast and value is not None and len(value) > 10 and value[:2] == magic:
+                plans = plans_all.get(topic)
+                plan = plans.get(value[2:10], _UNKNOWN) if plans is not None else _UNKNOWN
+                if plan is _UNKNOWN:
+                    plan = w.plan(topic, value[2:10])
+                if plan is not None:
+                    fence = fences.get(topic)
+                    if fence is None:
+                        fence = w.fence(topic)
+                    last = fence.get(p)
+                    if last is not None and o <= last:
+                        skipped += 1
+                        SKIPPED.labels(topic).inc()
+                        continue
+                    lst = encoded.get(topic)
+                    if lst is None:
+                        lst = encoded[topic] = []
+                    lst.append((p, o, ts, value, msg))
+                    continue
+            if self._add_decoded(msg, topic, value, p, o, ts, decode) is False:
+                skipped += 1
                 SKIPPED.labels(topic).inc()
-                self.stats["skipped"] += 1
-            return
+        if skipped:
+            w.skipped += skipped
+            self.stats["skipped"] += skipped
+        return per_topic
+
+    def _add_decoded(self, msg, topic, value, p, o, ts, decode):
+        from sinks.ddl import MappingError
+        from telbus.codec import DecodeError
+
         try:
             event = decode(value)
         except DecodeError as exc:
             self._dead_letter(msg, f"undecodable: {exc}")
-            return
+            return None
         try:
-            if self.writer.add(topic, event, p, o, ts):
-                self._batch_msgs[(topic, p, o)] = msg
-            else:
-                SKIPPED.labels(topic).inc()
-                self.stats["skipped"] += 1
+            return self.writer.add(topic, event, p, o, ts, msg)
         except MappingError as exc:
             self._dead_letter(msg, f"cannot map to a row: {exc}")
+            return None
 
     def _due(self) -> bool:
         if self._first_at is None:
@@ -288,37 +363,96 @@ class Sink:
         except Exception as exc:  # pragma: no cover
             log.debug("pause/resume: %s", exc)
 
-    def _flush(self, max_attempts: int | None = None) -> None:
-        """Insert the batch (retrying), then dead letters, then commit offsets."""
-        from confluent_kafka import KafkaException, TopicPartition
+    # -- flushing: one batch in flight while the next one fills ------------------------
+    def _start_flush(self, max_attempts: int | None = None) -> None:
+        """Detach the queued batch and insert it on a background thread (the engine works
+        without the GIL, so consuming and decoding the next batch overlaps the insert)."""
+        flight = _Flight(self.writer.take(), self._next, self._batch_dlq, max_attempts)
+        self._next = {}
+        self._batch_dlq = 0
+        self._first_at = None
+        flight.thread = threading.Thread(target=self._flush_worker, args=(flight,), name="telbus-sink-flush",
+                                         daemon=True)
+        self._flight = flight
+        flight.thread.start()
 
+    def _flush_worker(self, flight: "_Flight") -> None:
+        """Insert (retrying), dead-letter what the store refused, make every dead letter
+        durable, record the offsets in the store. The Kafka commit is done by the main
+        thread (the consumer is not shared) once this returns."""
         backoff = Backoff(cap=self.cfg.max_backoff_s)
         attempts = 0
+        try:
+            while True:
+                try:
+                    flight.result = self.writer.flush(flight.batch)
+                    STORE_UP.set(1)
+                    break
+                except Exception as exc:
+                    attempts += 1
+                    INSERT_FAILURES.labels("insert").inc()
+                    STORE_UP.set(0)
+                    if flight.abort.is_set() or (flight.max_attempts is not None and attempts >= flight.max_attempts) \
+                            or (self.stop_event.is_set() and attempts >= 3):
+                        raise
+                    INSERT_RETRIES.inc()
+                    self.stats["retries"] += 1
+                    d = backoff.next()
+                    log.warning("insert failed (%s); retry %d in %.1fs", exc, attempts, d)
+                    flight.abort.wait(d)
+                    if attempts % 5 == 0:
+                        try:
+                            self._reopen_store()
+                        except Exception as exc2:
+                            log.warning("reconnect failed: %s", exc2)
+            for r in flight.result.rejected:
+                if r.source is not None:
+                    self._dead_letter_counted(r.source, f"cannot insert: {r.reason}")
+                    flight.dlq += 1
+                else:  # pragma: no cover - every queued record carries its message
+                    log.error("rejected %s[%d]@%d without its message: %s", r.topic, r.partition, r.offset,
+                              r.reason)
+            if flight.dlq and self.producer is not None:
+                left = self.producer.flush(30)
+                if left:
+                    raise RuntimeError(f"{left} dead letter(s) not acknowledged; offsets not recorded")
+            backoff.reset()
+            while flight.offsets:
+                try:
+                    self.store.save_offsets(flight.offsets)
+                    break
+                except Exception as exc:
+                    INSERT_FAILURES.labels("offsets").inc()
+                    attempts += 1
+                    if flight.abort.is_set() or self.stop_event.is_set() or flight.max_attempts is not None:
+                        raise
+                    INSERT_RETRIES.inc()
+                    d = backoff.next()
+                    log.warning("saving offsets failed (%s); retry in %.1fs", exc, d)
+                    flight.abort.wait(d)
+        except BaseException as exc:  # reported to the main thread
+            flight.error = exc
+
+    def _dead_letter_counted(self, msg, reason: str) -> None:
+        from telbus import dlq
+
         while True:
             try:
-                res = self.writer.flush()
-                STORE_UP.set(1)
+                dlq.send(self.producer, msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(),
+                         STAGE, reason, original_headers=msg.headers())
                 break
-            except Exception as exc:
-                attempts += 1
-                INSERT_FAILURES.labels("insert").inc()
-                STORE_UP.set(0)
-                if max_attempts is not None and attempts >= max_attempts:
-                    raise
-                if self.stop_event.is_set() and attempts >= 3:
-                    raise
-                INSERT_RETRIES.inc()
-                self.stats["retries"] += 1
-                d = backoff.next()
-                log.warning("insert failed (%s); retry %d in %.1fs", exc, attempts, d)
-                self._wait_in_group(d)
-                if attempts % 5 == 0:
-                    try:
-                        self.store.close()
-                        self._reopen_store()
-                    except Exception as exc2:
-                        log.warning("reconnect failed: %s", exc2)
-        self._pause(False)
+            except BufferError:
+                self.producer.poll(0.1)
+        self.stats["dlq"] += 1
+
+    def _finish_flight(self, flight: "_Flight") -> None:
+        """Main thread, after the worker returned: metrics and the Kafka offset commit."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        self._flight = None
+        if flight.error is not None:
+            raise flight.error
+        res = flight.result
         for table, n in res.rows.items():
             ROWS_INSERTED.labels(table).inc(n)
             INSERT_SECONDS.labels(table).observe(res.seconds.get(table, 0.0))
@@ -326,53 +460,42 @@ class Sink:
             BATCH_ROWS.observe(res.total)
         self.stats["inserted"] += res.total
         self.stats["batches"] += 1
-        for r in res.rejected:
-            msg = self._batch_msgs.get((r.topic, r.partition, r.offset))
-            if msg is not None:
-                self._dead_letter(msg, f"cannot insert: {r.reason}")
-        if self._dlq_pending and self.producer is not None:
-            left = self.producer.flush(30)
-            if left:
-                raise RuntimeError(f"{left} dead letter(s) not acknowledged; offsets not committed")
-            self._dlq_pending = 0
-        if self._next:
-            backoff.reset()
-            while True:
-                try:
-                    self.store.save_offsets(self._next)
-                    break
-                except Exception as exc:
-                    INSERT_FAILURES.labels("offsets").inc()
-                    if self.stop_event.is_set() or (max_attempts is not None):
-                        raise
-                    INSERT_RETRIES.inc()
-                    d = backoff.next()
-                    log.warning("saving offsets failed (%s); retry in %.1fs", exc, d)
-                    self._wait_in_group(d)
-        if self._next and self.consumer is not None:
-            offsets = [TopicPartition(t, p, o) for (t, p), o in sorted(self._next.items())]
+        if flight.offsets and self.consumer is not None:
+            offsets = [TopicPartition(t, p, o) for (t, p), o in sorted(flight.offsets.items())]
             try:
                 self.consumer.commit(offsets=offsets, asynchronous=False)
             except KafkaException as exc:
-                # the rows are stored: the fence makes a re-delivery harmless
-                log.warning("offset commit failed (%s); the store's fence covers it", exc)
-            for (t, p), o in self._next.items():
+                # the rows and the offsets are in the store: a re-delivery is harmless
+                log.warning("offset commit failed (%s); the store's offsets cover it", exc)
+            for (t, p), o in flight.offsets.items():
                 COMMITTED.labels(t, str(p)).set(o)
-        self._next.clear()
-        self._batch_msgs.clear()
-        self._first_at = None
 
-    def _wait_in_group(self, seconds: float) -> None:
-        """Sleep with the partitions paused, polling so the consumer keeps its group."""
-        self._pause(True)
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline and not self.stop_event.is_set():
-            if self.consumer is not None:
-                msg = self.consumer.poll(min(0.2, max(0.0, deadline - time.monotonic())))
-                if msg is not None and msg.error() is None and self._decode is not None:
-                    self.handle(msg, self._decode)      # fetched before the pause took effect
-            else:
-                time.sleep(0.05)
+    def _wait_flight(self, abort_after_s: float | None = None) -> None:
+        """Block until the batch in flight is done, polling so the consumer stays in its
+        group (partitions paused meanwhile)."""
+        flight = self._flight
+        if flight is None:
+            return
+        t0 = time.monotonic()
+        if flight.thread.is_alive():
+            self._pause(True)
+            while flight.thread.is_alive():
+                flight.thread.join(0.1)
+                if abort_after_s is not None and time.monotonic() - t0 > abort_after_s:
+                    flight.abort.set()
+                if self.consumer is not None and flight.thread.is_alive():
+                    msg = self.consumer.poll(0)
+                    if msg is not None and msg.error() is None and self._decode is not None:
+                        self.handle(msg, self._decode)      # fetched before the pause took effect
+            self._pause(False)
+        self._finish_flight(flight)
+
+    def _flush(self, max_attempts: int | None = None) -> None:
+        """Synchronous flush of everything (in flight and queued)."""
+        self._wait_flight()
+        if self.writer.pending_rows or self._next:
+            self._start_flush(max_attempts)
+            self._wait_flight()
 
     def _reopen_store(self) -> None:
         from sinks.store import Store
@@ -438,23 +561,17 @@ class Sink:
                 msgs = self.consumer.consume(want, timeout)
                 if msgs:
                     last_msg = time.monotonic()
-                    per_topic: dict[str, int] = {}
-                    for msg in msgs:
-                        err = msg.error()
-                        if err is not None:
-                            if err.code() != KafkaError._PARTITION_EOF:
-                                log.warning("consumer error: %s", err)
-                            continue
-                        self.handle(msg, decode)
-                        t = msg.topic()
-                        per_topic[t] = per_topic.get(t, 0) + 1
+                    per_topic = self.handle_many(msgs, decode)
                     for t, n in per_topic.items():
                         consumed.labels(self.cfg.process, t).inc(n)
                         handled += n
                     if stop_after is not None and handled >= stop_after:
                         break
+                if self._flight is not None and not self._flight.thread.is_alive():
+                    self._finish_flight(self._flight)
                 if self._due():
-                    self._flush()
+                    self._wait_flight()
+                    self._start_flush()
                 now = time.monotonic()
                 if now - last_lag > 5:
                     self._update_lag()
@@ -464,10 +581,13 @@ class Sink:
                     if q:
                         QUERIES.inc(q)
                         self.query_server._httpd.queries = 0
-                if idle_exit_s is not None and now - last_msg > idle_exit_s and not self._next:
+                if idle_exit_s is not None and now - last_msg > idle_exit_s and not self._next \
+                        and self._flight is None:
                     break
+            self._wait_flight(abort_after_s=30.0)
             if self._next or (self.writer and self.writer.pending_rows):
-                self._flush(max_attempts=5)
+                self._start_flush(max_attempts=5)
+                self._wait_flight(abort_after_s=60.0)
         finally:
             self.close()
         return dict(self.stats)

@@ -22,12 +22,16 @@ from sinks.rows import RowMapper
 from sinks.store import Store
 
 
+_UNKNOWN = object()
+
+
 @dataclass
 class Rejected:
     topic: str
     partition: int
     offset: int
     reason: str
+    source: object = None       # what the caller queued with the record (the Kafka message)
 
 
 @dataclass
@@ -41,18 +45,30 @@ class FlushResult:
         return sum(self.rows.values())
 
 
+@dataclass
+class Batch:
+    """Records queued for one flush. A failed flush leaves in it exactly what is still to
+    be inserted (and what was rejected so far), so retrying the same batch is safe."""
+
+    rows: dict[str, list[tuple]] = field(default_factory=dict)       # topic -> row tuples
+    encoded: dict[str, list[tuple]] = field(default_factory=dict)    # topic -> (p, o, ts, value, source)
+    sources: dict[tuple[str, int, int], object] = field(default_factory=dict)  # rows path: (t,p,o)->source
+    rejected: list[Rejected] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.rows.values()) + sum(len(v) for v in self.encoded.values())
+
+
 class Writer:
     def __init__(self, store: Store, hasher: Hasher | None = None, codec=None, fast: bool = True):
         self.store = store
         self.codec = codec
         self.fast = fast
-        #: topic -> [(partition, offset, timestamp_ms, single-object bytes)] for the fast path
-        self.avro_pending: dict[str, list[tuple]] = {}
-        self._plans: dict[tuple[str, int], avrofast.AvroPlan | None] = {}
         self.hasher = hasher or Hasher()
         self.mappers: dict[str, RowMapper] = {t: RowMapper(tab, self.hasher) for t, tab in store.tables.items()}
-        self.pending: dict[str, list[tuple]] = {}
+        self.batch = Batch()
         self._fence: dict[str, dict[int, int]] = {}
+        self._plans: dict[str, dict[bytes, avrofast.AvroPlan | None]] = {}
         self.skipped = 0          # records dropped by the fence (already stored)
         self._po = {}
         for topic, tab in store.tables.items():
@@ -82,12 +98,13 @@ class Writer:
         last = self.fence(topic).get(partition)
         return None if last is None else last + 1
 
-    # -- batching --------------------------------------------------------------------
+    # -- queueing --------------------------------------------------------------------
     def table(self, topic: str) -> Table:
         return self.store.tables[topic]
 
-    def add(self, topic: str, event: dict, partition: int, offset: int, timestamp_ms: int) -> bool:
-        """Queue one record; False if the store already has it. Raises MappingError."""
+    def add(self, topic: str, event: dict, partition: int, offset: int, timestamp_ms: int,
+            source=None) -> bool:
+        """Queue one decoded record; False if the store already has it. Raises MappingError."""
         mapper = self.mappers.get(topic)
         if mapper is None:
             raise MappingError(f"no table for topic {topic}")
@@ -96,76 +113,153 @@ class Writer:
             self.skipped += 1
             return False
         row = mapper.row(event, partition, offset, timestamp_ms)
-        self.pending.setdefault(topic, []).append(row)
+        self.batch.rows.setdefault(topic, []).append(row)
+        if source is not None:
+            self.batch.sources[(topic, partition, offset)] = source
         return True
 
-    # -- fast path (see sinks.avrofast) -------------------------------------------------
     def _codec(self):
         if self.codec is None:
             from telbus.codec import default_codec
             self.codec = default_codec()
         return self.codec
 
-    def plan(self, topic: str, fingerprint: int):
-        """The fast-path plan for records of this fingerprint on this topic, or None."""
-        key = (topic, fingerprint)
-        if key in self._plans:
-            return self._plans[key]
+    def plan(self, topic: str, fingerprint: bytes):
+        """The fast-path plan for records of this (wire) fingerprint on this topic, or None."""
+        plans = self._plans.setdefault(topic, {})
+        if fingerprint in plans:
+            return plans[fingerprint]
         plan = None
         table = self.store.tables.get(topic)
-        sv = self._codec().catalog.by_fingerprint.get(fingerprint)
-        if self.fast and table is not None and sv is not None and sv.name in table.event_types:
+        fp = int.from_bytes(fingerprint, "little")
+        sv = self._codec().catalog.by_fingerprint.get(fp)
+        if table is not None and sv is not None and sv.name in table.event_types:
             current = self._codec().catalog.current(sv.name)
             if current is sv and avrofast.eligible(table, sv.name):
-                plan = avrofast.plan_for(table, sv.name, sv.json, fingerprint)
-        self._plans[key] = plan
+                plan = avrofast.plan_for(table, sv.name, sv.json, fp)
+        plans[fingerprint] = plan
         return plan
 
-    def add_encoded(self, topic: str, value: bytes, partition: int, offset: int, timestamp_ms: int):
-        """Queue one record without decoding it if the fast path applies.
+    def add_encoded(self, topic: str, value: bytes, partition: int, offset: int, timestamp_ms: int,
+                    source=None):
+        """Queue one record without decoding it if the fast path applies (sinks.avrofast).
 
         Returns True (queued), False (already stored) or None (not eligible: decode it and
         call :meth:`add`).
         """
         if not self.fast or value is None or len(value) < 11 or value[:2] != avrofast.MAGIC:
             return None
-        plan = self.plan(topic, int.from_bytes(value[2:10], "little"))
+        plans = self._plans.get(topic)
+        fp = value[2:10]
+        plan = plans.get(fp, _UNKNOWN) if plans is not None else _UNKNOWN
+        if plan is _UNKNOWN:
+            plan = self.plan(topic, fp)
         if plan is None:
             return None
-        last = self.fence(topic).get(partition)
+        fence = self._fence.get(topic)
+        if fence is None:
+            fence = self.fence(topic)
+        last = fence.get(partition)
         if last is not None and offset <= last:
             self.skipped += 1
             return False
-        self.avro_pending.setdefault(topic, []).append((partition, offset, timestamp_ms, value))
+        enc = self.batch.encoded.get(topic)
+        if enc is None:
+            enc = self.batch.encoded[topic] = []
+        enc.append((partition, offset, timestamp_ms, value, source))
         return True
 
     @property
     def pending_rows(self) -> int:
-        return sum(len(v) for v in self.pending.values()) + sum(len(v) for v in self.avro_pending.values())
+        return len(self.batch)
 
     def discard(self) -> None:
-        self.pending.clear()
-        self.avro_pending.clear()
+        self.batch = Batch()
 
-    def _avro_to_rows(self, topic: str, records: list[tuple], result: "FlushResult") -> None:
-        """Python path for queued encoded records (mixed batch, or the engine refused it)."""
+    def take(self) -> Batch:
+        """Detach the queued records (to flush them while the next batch fills)."""
+        b, self.batch = self.batch, Batch()
+        return b
+
+    # -- flushing --------------------------------------------------------------------
+    def flush(self, batch: Batch | None = None) -> FlushResult:
+        """Insert a batch (default: the queued one), one INSERT per table.
+
+        On an exception nothing is lost: the batch keeps what is still to insert and the
+        fence is not advanced for it; call again to retry.
+        """
+        batch = self.batch if batch is None else batch
+        result = FlushResult()
+        for topic in sorted(batch.encoded):
+            records = batch.encoded[topic]
+            if not records:
+                continue
+            fp0 = records[0][3][2:10]
+            single = all(r[3][2:10] == fp0 for r in records)
+            if single and not batch.rows.get(topic):
+                if self._flush_encoded(topic, records, result):
+                    batch.encoded[topic] = []
+                    continue
+            # mixed with decoded rows, several schemas, or refused by the engine: one
+            # INSERT through the Python path keeps "one part per table per flush"
+            self._encoded_to_rows(topic, records, batch)
+            batch.encoded[topic] = []
+        for topic in sorted(batch.rows):
+            rows = batch.rows[topic]
+            if not rows:
+                continue
+            table = self.store.tables[topic]
+            mapper = self.mappers[topic]
+            pi, oi = self._po[topic]
+            rows.sort(key=itemgetter(pi, oi))
+            cols = mapper.columns(rows)
+            bad = self._validate(topic, table, rows, cols)
+            if bad:
+                rows = [r for r in rows if (r[pi], r[oi]) not in bad]
+                batch.rows[topic] = rows
+                batch.rejected.extend(Rejected(topic, p, o, why, batch.sources.get((topic, p, o)))
+                                      for (p, o), why in sorted(bad.items()))
+                cols = mapper.columns(rows)
+            if rows:
+                t0 = time.perf_counter()
+                self.store.insert(table, cols)
+                result.seconds[table.name] = time.perf_counter() - t0
+                result.rows[table.name] = len(rows)
+                fence = self.fence(topic)
+                last: dict[int, int] = {}
+                for p, o in zip(cols[pi], cols[oi]):
+                    if o > last.get(p, -1):
+                        last[p] = o
+                for p, o in last.items():
+                    if o > fence.get(p, -1):
+                        fence[p] = o
+            batch.rows[topic] = []
+        result.rejected = batch.rejected
+        batch.rejected = []
+        batch.sources = {}
+        return result
+
+    def _encoded_to_rows(self, topic: str, records: list[tuple], batch: Batch) -> None:
+        """Python path for queued encoded records."""
         codec = self._codec()
         mapper = self.mappers[topic]
-        rows = self.pending.setdefault(topic, [])
-        for p, o, ts, value in records:
+        rows = batch.rows.setdefault(topic, [])
+        for p, o, ts, value, source in records:
             try:
                 rows.append(mapper.row(codec.decode(value), p, o, ts))
+                if source is not None:
+                    batch.sources[(topic, p, o)] = source
             except MappingError as exc:
-                result.rejected.append(Rejected(topic, p, o, f"cannot map to a row: {exc}"))
+                batch.rejected.append(Rejected(topic, p, o, f"cannot map to a row: {exc}", source))
             except ValueError as exc:       # telbus.codec.DecodeError
-                result.rejected.append(Rejected(topic, p, o, f"undecodable: {exc}"))
+                batch.rejected.append(Rejected(topic, p, o, f"undecodable: {exc}", source))
 
-    def _flush_avro(self, topic: str, records: list[tuple], result: "FlushResult") -> bool:
+    def _flush_encoded(self, topic: str, records: list[tuple], result: FlushResult) -> bool:
         """One ``FORMAT Avro`` INSERT; False if the engine refused the data."""
         from sinks.store import INSERT_SETTINGS
 
         table = self.store.tables[topic]
-        plan = self.plan(topic, int.from_bytes(records[0][3][2:10], "little"))
+        plan = self.plan(topic, records[0][3][2:10])
         records.sort(key=itemgetter(0, 1))
         blob = avrofast.container(plan, records)
         t0 = time.perf_counter()
@@ -180,60 +274,13 @@ class Writer:
         result.seconds[table.name] = time.perf_counter() - t0
         result.rows[table.name] = len(records)
         fence = self.fence(topic)
-        for p, o, _ts, _v in records:
+        last: dict[int, int] = {}
+        for r in records:
+            last[r[0]] = r[1]           # sorted by (partition, offset)
+        for p, o in last.items():
             if o > fence.get(p, -1):
                 fence[p] = o
         return True
-
-    def flush(self) -> FlushResult:
-        """Insert everything queued (one INSERT per table). On error nothing is forgotten:
-        the pending rows stay queued for a retry, and the fence is not advanced."""
-        result = FlushResult()
-        for topic in sorted(self.avro_pending):
-            records = self.avro_pending[topic]
-            if not records:
-                continue
-            fps = {r[3][2:10] for r in records} if len(records) < 64 else None
-            single = (fps is not None and len(fps) == 1) or (
-                fps is None and all(r[3][2:10] == records[0][3][2:10] for r in records))
-            if single and not self.pending.get(topic):
-                if self._flush_avro(topic, records, result):
-                    self.avro_pending[topic] = []
-                    continue
-            # mixed with decoded rows, several schemas, or refused by the engine: one
-            # INSERT through the Python path keeps "one part per table per flush"
-            self._avro_to_rows(topic, records, result)
-            self.avro_pending[topic] = []
-        for topic in sorted(self.pending):
-            rows = self.pending[topic]
-            if not rows:
-                continue
-            table = self.store.tables[topic]
-            mapper = self.mappers[topic]
-            pi, oi = self._po[topic]
-            rows.sort(key=itemgetter(pi, oi))
-            cols = mapper.columns(rows)
-            bad = self._validate(topic, table, rows, cols)
-            if bad:
-                keep = [r for r in rows if (r[pi], r[oi]) not in bad]
-                result.rejected.extend(Rejected(topic, p, o, why) for (p, o), why in sorted(bad.items()))
-                rows = keep
-                cols = mapper.columns(rows)
-            if rows:
-                t0 = time.perf_counter()
-                self.store.insert(table, cols)
-                result.seconds[table.name] = time.perf_counter() - t0
-                result.rows[table.name] = len(rows)
-                fence = self.fence(topic)
-                # rows are sorted: the last row of each partition has its highest offset
-                last: dict[int, int] = {}
-                for p, o in zip(cols[pi], cols[oi]):
-                    last[p] = o
-                for p, o in last.items():
-                    if o > fence.get(p, -1):
-                        fence[p] = o
-            self.pending[topic] = []
-        return result
 
     def _validate(self, topic: str, table: Table, rows, cols) -> dict[tuple[int, int], str]:
         """Rows that would make the whole INSERT fail (a required value is missing)."""
@@ -247,4 +294,3 @@ class Writer:
                     if r[i] is None:
                         bad.setdefault((r[pi], r[oi]), f"{r[0]}: required field {name!r} is null")
         return bad
-

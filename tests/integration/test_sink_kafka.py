@@ -125,44 +125,55 @@ def test_sink_end_to_end_with_dead_letters_and_query_while_running(broker, data_
 
 @pytest.mark.slow
 def test_kill9_repeatedly_then_each_record_exactly_once(broker, data_dir):
+    import threading
+
     rnd = random.Random(42)
     tag = unique("K9")
     plan = f"{tag}-P"
     subs = [f"{tag}-S{i}" for i in range(40)]
-    chunks, per_chunk = 6, 4000
-    expected_amount = {}
-    expected_units = {}
-    sent = 0
+    chunks, per_chunk = 40, 600
+    expected_amount: dict[str, int] = {}
+    expected_units: dict[str, int] = {}
+    produced = [0]
 
-    def produce_chunk(k):
-        nonlocal sent
-        raws, rateds = [], []
-        for i in range(per_chunk):
-            n = k * per_chunk + i
-            s = subs[n % len(subs)]
-            cid = f"{tag}-c{n}"
-            amount, units = 10 + n % 7, 6 * (1 + n % 10)
-            raws.append(cdr(cid, s, DAY1 + n))
-            rateds.append(rated(cid, s, DAY1 + n, amount, plan, units))
-            expected_amount[s] = expected_amount.get(s, 0) + amount
-            expected_units[s] = expected_units.get(s, 0) + units
-        produce("net.cdr.raw", raws)
-        produce("bss.cdr.rated", rateds)
-        sent += per_chunk
+    def producer():
+        for k in range(chunks):
+            raws, rateds = [], []
+            for i in range(per_chunk):
+                n = k * per_chunk + i
+                s = subs[n % len(subs)]
+                cid = f"{tag}-c{n}"
+                amount, units = 10 + n % 7, 6 * (1 + n % 10)
+                raws.append(cdr(cid, s, DAY1 + n))
+                rateds.append(rated(cid, s, DAY1 + n, amount, plan, units))
+                expected_amount[s] = expected_amount.get(s, 0) + amount
+                expected_units[s] = expected_units.get(s, 0) + units
+            produce("net.cdr.raw", raws)
+            produce("bss.cdr.rated", rateds)
+            produced[0] += per_chunk
+            time.sleep(0.15)
 
+    feeder = threading.Thread(target=producer, daemon=True)
+    feeder.start()
     env = sink_env(unique("g-"))
-    kills = partial = 0
+    kills = mid_stream = 0
     proc = None
     try:
-        for k in range(chunks):
-            produce_chunk(k)
+        count_sql = f"SELECT count() FROM bss_cdr_rated WHERE plan_id = '{plan}'"
+        before = 0
+        while feeder.is_alive() or kills < 3:
             proc = Proc("sink", ["sink"], env=env).start()
-            time.sleep(rnd.uniform(0.2, 1.5))       # kill mid-stream, at a random point
+            # once this run is inserting (group joined), kill it at a random moment
+            wait_until(lambda: q(count_sql)[0][0] > before or not feeder.is_alive(), 60, 0.05, "inserting")
+            time.sleep(rnd.uniform(0.0, 0.5))
+            flowing = feeder.is_alive()
             proc.kill9()
             kills += 1
-            # the store is free again: see how far that run got
-            got = q(f"SELECT count() FROM bss_cdr_rated WHERE plan_id = '{plan}'")[0][0]
-            partial += 0 < got < sent
+            after = q(count_sql)[0][0]          # the store is free again: how far did it get
+            mid_stream += flowing and before < after
+            before = after
+        feeder.join()
+        sent = produced[0]
         proc = Proc("sink", ["sink"], env=env).start()
         wait_until(lambda: q(f"SELECT count() FROM bss_cdr_rated FINAL WHERE plan_id = '{plan}'") == [[sent]]
                    and q(f"SELECT count() FROM net_cdr_raw FINAL WHERE cdr_id LIKE '{tag}-%'") == [[sent]],
@@ -171,8 +182,8 @@ def test_kill9_repeatedly_then_each_record_exactly_once(broker, data_dir):
     finally:
         if proc is not None:
             proc.kill9()
-    assert kills == chunks
-    assert partial >= 1, "no kill landed mid-stream"
+    assert sent == chunks * per_chunk
+    assert kills >= 3 and mid_stream >= 2, (kills, mid_stream)
     in_kafka = len(read_topic("bss.cdr.rated", timeout=60, decode=True,
                               predicate=lambda key, v: v.get("plan_id") == plan))
     assert in_kafka == sent
