@@ -78,6 +78,7 @@ class SinkConfig:
 
 class Backoff:
     def __init__(self, first: float = 0.2, cap: float = 10.0):
+        first = min(first, cap)
         self.first, self.cap, self.delay = first, cap, first
 
     def next(self) -> float:
