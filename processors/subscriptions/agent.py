@@ -7,8 +7,9 @@
   dead-letters bad input (undecodable, invalid, unknown order/work order after the
   holding period, conflicting results) to ``<input topic>.dlq`` with the original bytes.
 * Every published SubscriptionState is also written, with the product types the views
-  need, to the table ``subscription-views`` (key subscriber_id).  Its compacted changelog
-  is the broadcast channel of the HTTP views: every worker reads it completely into a
+  need, to the compacted internal topic ``<app id>-subscription-views`` (key
+  subscriber_id).  It is the broadcast channel of the HTTP views: every worker reads it
+  completely into a
   :class:`~processors.subscriptions.views.ViewIndex` (a background confluent-kafka
   consumer, no group, read_committed), so any worker answers for any key, whichever
   worker owns the subscriber; after a restart the index is rebuilt from that topic before
@@ -52,8 +53,13 @@ state_out = output_topic(STATE_TOPIC)
 _json_by_subscriber = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
 sync_table = app.Table("subscription-sync", partitions=PARTITIONS, schema=_json_by_subscriber,
                        help="subscription sync state per subscriber")
-views_table = app.Table("subscription-views", partitions=PARTITIONS, schema=_json_by_subscriber,
-                        help="view records per subscriber")
+#: View records (SubscriptionState + product types), compacted, key subscriber_id: the
+#: broadcast channel every worker's view index reads in full.  A plain topic written by the
+#: agent (not a table changelog): the consumer does not subscribe to it, so sending to it
+#: needs no partition-group lookup (Faust's exactly-once producer fails that lookup for a
+#: changelog when several workers share the group).
+views_topic = app.topic(f"{app.conf.id}-subscription-views", partitions=PARTITIONS, internal=True,
+                        compacting=True, key_type=str, key_serializer="raw", value_serializer="json")
 
 _dlq_topics: dict = {}
 
@@ -65,7 +71,7 @@ def _process_name() -> str:
 # --------------------------------------------------------------------------- view index
 
 class ViewFeed:
-    """A ViewIndex kept up to date from the compacted changelog of ``subscription-views``."""
+    """A ViewIndex kept up to date from the compacted ``<app id>-subscription-views`` topic."""
 
     def __init__(self):
         self.index = views.ViewIndex()
@@ -152,11 +158,12 @@ FEED = ViewFeed()
 
 
 def _start_feed() -> None:
-    FEED.start(views_table.changelog_topic.get_topic_name())
+    FEED.start(views_topic.get_topic_name())
 
 
 @app.task
 async def start_view_feed() -> None:
+    await views_topic.maybe_declare()
     _start_feed()
 
 
@@ -230,7 +237,7 @@ async def subscription_sync(stream):
             await state_out.send(key=key, value=s)
             metrics.EVENTS_PRODUCED.labels(process, STATE_TOPIC).inc()
         for v in res.views:
-            views_table[key] = v
+            await views_topic.send(key=key, value=v)
             FEED.upsert(v)
         for r in res.rejects:
             await _dead_letter(event, r)
