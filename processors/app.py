@@ -79,6 +79,17 @@ def broker_credentials():
     return faust.SSLCredentials(ctx)
 
 
+def web_port() -> int:
+    """The views' HTTP port: TELBUS_WORKER_WEB_PORT (default 6066); 0 picks a free one
+    (tests, several workers on one machine)."""
+    port = int(config.env("TELBUS_WORKER_WEB_PORT", "6066"))
+    if port == 0:
+        from telbus.localbroker import free_port
+
+        port = free_port()
+    return port
+
+
 def create_app() -> faust.App:
     servers = [f"kafka://{hp.strip()}" for hp in config.bootstrap().split(",") if hp.strip()]
     datadir = config.data_dir() / "worker" / worker_id()
@@ -95,7 +106,7 @@ def create_app() -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
         web_host=config.http_host(),
-        web_port=int(config.env("TELBUS_WORKER_WEB_PORT", "6066")),
+        web_port=web_port(),
         autodiscover=False,
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",

@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "telbus.demo_commands",
     "telbus.replay",
     "telbus.audit",
+    "telbus.lag",
     "processors.commands",
     "sinks.commands",
 ]
