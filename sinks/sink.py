@@ -104,6 +104,7 @@ class _Flight:
         self.result = None
         self.error: BaseException | None = None
         self.abort = threading.Event()
+        self.retrying = False
         self.thread: threading.Thread | None = None
 
 
@@ -368,7 +369,9 @@ class Sink:
     def _start_flush(self, max_attempts: int | None = None) -> None:
         """Detach the queued batch and insert it on a background thread (the engine works
         without the GIL, so consuming and decoding the next batch overlaps the insert)."""
-        flight = _Flight(self.writer.take(), self._next, self._batch_dlq, max_attempts)
+        batch = self.writer.take()
+        self.writer.prepare(batch)
+        flight = _Flight(batch, self._next, self._batch_dlq, max_attempts)
         self._next = {}
         self._batch_dlq = 0
         self._first_at = None
@@ -398,6 +401,7 @@ class Sink:
                         raise
                     INSERT_RETRIES.inc()
                     self.stats["retries"] += 1
+                    flight.retrying = True
                     d = backoff.next()
                     log.warning("insert failed (%s); retry %d in %.1fs", exc, attempts, d)
                     flight.abort.wait(d)
@@ -478,17 +482,18 @@ class Sink:
         if flight is None:
             return
         t0 = time.monotonic()
-        if flight.thread.is_alive():
-            self._pause(True)
-            while flight.thread.is_alive():
-                flight.thread.join(0.1)
-                if abort_after_s is not None and time.monotonic() - t0 > abort_after_s:
-                    flight.abort.set()
-                if self.consumer is not None and flight.thread.is_alive():
-                    msg = self.consumer.poll(0)
-                    if msg is not None and msg.error() is None and self._decode is not None:
-                        self.handle(msg, self._decode)      # fetched before the pause took effect
-            self._pause(False)
+        while flight.thread.is_alive():
+            flight.thread.join(0.1)
+            if abort_after_s is not None and time.monotonic() - t0 > abort_after_s:
+                flight.abort.set()
+            if flight.retrying and self.consumer is not None and flight.thread.is_alive():
+                # an outage: stop fetching (pausing drops the prefetched records, so it is
+                # not done for an ordinary wait) and poll so the consumer keeps its group
+                self._pause(True)
+                msg = self.consumer.poll(0)
+                if msg is not None and msg.error() is None and self._decode is not None:
+                    self.handle(msg, self._decode)      # fetched before the pause took effect
+        self._pause(False)
         self._finish_flight(flight)
 
     def _flush(self, max_attempts: int | None = None) -> None:

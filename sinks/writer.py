@@ -54,6 +54,7 @@ class Batch:
     encoded: dict[str, list[tuple]] = field(default_factory=dict)    # topic -> (p, o, ts, value, source)
     sources: dict[tuple[str, int, int], object] = field(default_factory=dict)  # rows path: (t,p,o)->source
     rejected: list[Rejected] = field(default_factory=list)
+    blobs: dict[str, bytes] = field(default_factory=dict)            # topic -> prepared Avro container
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.rows.values()) + sum(len(v) for v in self.encoded.values())
@@ -182,6 +183,17 @@ class Writer:
         return b
 
     # -- flushing --------------------------------------------------------------------
+    def prepare(self, batch: Batch) -> None:
+        """Build the Avro containers of a batch now (pure Python work: the sink does it on
+        its main thread so the flush thread only waits on the engine, without the GIL)."""
+        for topic, records in batch.encoded.items():
+            if not records or batch.rows.get(topic):
+                continue
+            fp0 = records[0][3][2:10]
+            if all(r[3][2:10] == fp0 for r in records):
+                records.sort(key=itemgetter(0, 1))
+                batch.blobs[topic] = avrofast.container(self.plan(topic, fp0), records)
+
     def flush(self, batch: Batch | None = None) -> FlushResult:
         """Insert a batch (default: the queued one), one INSERT per table.
 
@@ -197,7 +209,7 @@ class Writer:
             fp0 = records[0][3][2:10]
             single = all(r[3][2:10] == fp0 for r in records)
             if single and not batch.rows.get(topic):
-                if self._flush_encoded(topic, records, result):
+                if self._flush_encoded(topic, records, result, batch.blobs.pop(topic, None)):
                     batch.encoded[topic] = []
                     continue
             # mixed with decoded rows, several schemas, or refused by the engine: one
@@ -254,14 +266,15 @@ class Writer:
             except ValueError as exc:       # telbus.codec.DecodeError
                 batch.rejected.append(Rejected(topic, p, o, f"undecodable: {exc}", source))
 
-    def _flush_encoded(self, topic: str, records: list[tuple], result: FlushResult) -> bool:
+    def _flush_encoded(self, topic: str, records: list[tuple], result: FlushResult,
+                       blob: bytes | None = None) -> bool:
         """One ``FORMAT Avro`` INSERT; False if the engine refused the data."""
         from sinks.store import INSERT_SETTINGS
 
         table = self.store.tables[topic]
-        plan = self.plan(topic, records[0][3][2:10])
-        records.sort(key=itemgetter(0, 1))
-        blob = avrofast.container(plan, records)
+        if blob is None:
+            records.sort(key=itemgetter(0, 1))
+            blob = avrofast.container(self.plan(topic, records[0][3][2:10]), records)
         t0 = time.perf_counter()
         try:
             self.store.client.raw_insert(table.name, None, blob, fmt="Avro", settings=INSERT_SETTINGS)
