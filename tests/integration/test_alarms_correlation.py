@@ -73,12 +73,15 @@ def alarm(alarm_id, ne_id, site, sec, cause="LOS", severity="MAJOR"):
 
 
 # ---------------------------------------------------------------------- worker
-def start_worker(app_id, worker_id, log_dir):
+def start_worker(app_id, worker_id, log_dir, faust_app_id=None):
+    """A `telbus worker` running only the alarms processor, with its own groups and
+    internal topics (named after app_id)."""
     proc = Proc(
         f"worker-{worker_id}",
         ["worker", "--loglevel", os.environ.get("ALARMS_IT_LOGLEVEL", "warning")],
         # only this processor; Faust rejects web port 0 (which conftest sets): a free port
-        env={"TELBUS_WORKER_APP_ID": app_id, "TELBUS_ALARMS_GROUP": f"{app_id}-alarms", "TELBUS_WORKER_ID": worker_id,
+        env={"TELBUS_WORKER_APP_ID": faust_app_id or app_id, "TELBUS_ALARMS_GROUP": f"{app_id}-alarms",
+             "TELBUS_WORKER_ID": worker_id,
              "TELBUS_WORKER_AGENTS": "alarms", "TELBUS_WORKER_WEB_PORT": str(free_port())},
         log_dir=log_dir,
     )

@@ -40,7 +40,8 @@ def test_state_survives_kill_and_recovers_from_changelog(broker, tmp_path):
         wait_incidents(prefix, 3, "three ONU incidents opened")
     finally:
         first.kill9()
-    second = start_worker(app_id, f"{u}b", tmp_path)
+    # its own Faust group, so it need not wait for the dead worker's Faust session
+    second = start_worker(app_id, f"{u}b", tmp_path, faust_app_id=f"{app_id}-2")
     try:
         produce("oss.alarm.raw", [alarm(f"{u}-OLTA", olt, agg, 22, "EQUIPMENT_FAILURE", "CRITICAL")])
         recs = wait_incidents(prefix, 7, "takeover after restart", timeout=240)
