@@ -351,3 +351,27 @@ def test_any_worker_answers_for_any_key(broker, tmp_path_factory):
     finally:
         for p in procs:
             p.stop()
+
+
+def test_export_command_full_and_since(worker, tmp_path):
+    """`telbus export subscriptions` as an operator runs it (once wired into the CLI)."""
+    from tests.helpers import cli
+
+    if cli("export", "--help").returncode != 0:
+        pytest.skip("telbus export not registered in telbus.cli COMMAND_MODULES yet")
+    u = unique("E")
+    sid = f"{u}-S"
+    produce("bss.subscriber.events", [created(sid, msisdn_for(u), None)])
+    wait_version(sid, 1)
+    cursor_file = tmp_path / "cursor"
+    full = cli("export", "subscriptions", "--full", "--cursor-file", cursor_file, check=True)
+    rows = [json.loads(line) for line in full.stdout.splitlines()]
+    assert any(r["subscriber_id"] == sid and r["version"] == 1 for r in rows)
+    produce("bss.order.events", [submitted(sid, f"{sid}-O", [("ADD", "VAS-BILL-REMINDER", "VAS")], T0 + SEC)])
+    wait_version(sid, 2)
+    inc = cli("export", "subscriptions", "--since", cursor_file.read_text().strip(), "--format", "csv", check=True)
+    lines = inc.stdout.splitlines()
+    assert lines[0].startswith("subscriber_id,") and any(line.startswith(f"{sid},") and ",2," in line
+                                                         for line in lines[1:])
+    assert json.loads(inc.stderr.strip().splitlines()[-1])["cursor"].startswith("offsets:")
+    assert cli("export", "subscriptions", "--since", "not-a-cursor").returncode == 2
