@@ -32,7 +32,16 @@ PARTITIONS = 12
 
 
 def processing_guarantee() -> str:
-    value = config.env("TELBUS_PROCESSING_GUARANTEE", "exactly_once")
+    """Guarantee of the Faust agents (fraud, subscriptions); default at-least-once.
+
+    faust-streaming 0.15.3's exactly_once does not hold here: sends to topics the app does
+    not consume (every contract output) skip the transaction, table changelog writes can
+    miss the transaction of the offsets they belong to, and recovery fails when a second
+    worker joins. The money path (rating) and alarm correlation therefore run their own
+    Kafka transactions; the Faust agents are at-least-once with idempotent outputs
+    (deterministic alert ids, versioned subscription states) that consumers can dedupe.
+    """
+    value = config.env("TELBUS_PROCESSING_GUARANTEE", "at_least_once")
     if value not in ("exactly_once", "at_least_once"):
         raise ValueError(f"TELBUS_PROCESSING_GUARANTEE must be exactly_once or at_least_once, not {value!r}")
     return value

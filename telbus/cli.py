@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "telbus.audit",
     "telbus.lag",
     "processors.commands",
+    "processors.subscriptions.cli",
     "sinks.commands",
 ]
 
