@@ -1,58 +1,91 @@
-"""Faust shell for fraud detection (CONTRACT §4 "Fraud detection") -> sec.fraud.alerts.
+"""The fraud detection shell (CONTRACT §4 "Fraud detection") -> sec.fraud.alerts, exactly once.
 
 Layout
+======
+One consumer group (``TELBUS_FRAUD_GROUP``, default ``telbus-fraud``), one loop::
 
-    sec.login.events (key account) --fraud-logins--> LOGIN_BRUTE_FORCE, IMPOSSIBLE_TRAVEL
-         |                                            table fraud-account (per account)
-         +--> <app id>-fraud-logins-by-ip-repartition (failed logins only: key source_ip,
-         |    original bytes, header telbus.fraud.origin = source partition)
-                                   --fraud-logins-by-ip--> CREDENTIAL_STUFFING
-                                                            table fraud-source-ip
-    net.cdr.raw (key subscriber_id) --fraud-cdrs--> IRSF, SIMBOX
-                                                    table fraud-cdr (per subscriber)
-    bss.subscriber.events + bss.cdr.rated (co-partitioned by subscriber_id)
-                                    --fraud-spend--> NEW_SUBSCRIBER_SPEND
-                                                    table fraud-spend (per subscriber)
-    every rule --> sec.fraud.alerts, key = the alert's subject
+    sec.login.events (6, key account) ---> LOGIN_BRUTE_FORCE, IMPOSSIBLE_TRAVEL  [account]
+        | failed logins, original bytes, key source_ip,
+        | header telbus.fraud.origin = source partition
+        v
+    <group>-logins-by-ip (6, internal) --> CREDENTIAL_STUFFING                  [source-ip]
+    net.cdr.raw (12, key subscriber_id) -> IRSF, SIMBOX                          [cdr]
+    bss.subscriber.events + bss.cdr.rated (12, co-partitioned by subscriber_id)
+                                       -> NEW_SUBSCRIBER_SPEND                  [spend]
+    every alert -> sec.fraud.alerts, key = the alert's subject
 
-- The rule logic is ``processors.fraud.rules`` (pure, event time only); this module only
-  decodes, loads/stores state, publishes and counts. Each table value is
-  ``{"p": <partition>, "s": {<rule>: <rule state>}}``; a key whose rule states are all
-  idle is deleted. Tables are changelog-backed and, with processing_guarantee
-  exactly_once, the state change, the alerts and the offset commit of one input record
-  are one transaction: a restart neither misses nor repeats an alert. Under at-least-once
-  a re-delivered record is a duplicate event id inside the window and is ignored.
-- Keys that go quiet are expired by a sweep driven by event time: when a partition's
-  watermark (max event time processed on it by this worker) has advanced by
-  ``SWEEP_EVERY_MS`` since the last sweep of that partition, the keys stored from that
-  partition are pruned against ``watermark - allowed lateness`` and deleted when idle.
-  Only event time drives it, never the wall clock.
-- Bad input: sec.login.events is owned by this processor, so an undecodable or invalid
-  login goes to ``sec.login.events.dlq``. net.cdr.raw, bss.subscriber.events and
-  bss.cdr.rated are owned by the rating / subscription processors, which dead-letter
-  their bad records; here such a record is only counted (``skipped_invalid``) so a bad
-  record does not appear in a DLQ twice.
-- Metrics (``telbus.metrics``): ``telbus_processor_outcomes_total{processor="fraud"}``
-  with outcomes ``alert_<RULE>``, ``suppressed_<RULE>``, ``late_<RULE>``, ``duplicate``,
-  ``dlq``, ``skipped_invalid``, ``expired_keys``; ``telbus_late_events_total{processor=
-  "fraud"}``; ``telbus_events_consumed_total`` / ``telbus_events_produced_total``;
-  ``telbus_state_entries{table=...}`` after each sweep.
-- Configuration: ``FraudConfig.from_env()`` at import, so a bad ``TELBUS_FRAUD_*`` value
-  stops the worker at start with a message naming the variable.
+The rule logic is ``processors.fraud.rules`` (pure, event time only). Here records are
+decoded, the state of the record's key is handed to the rules, and outputs, state
+changes and offsets are committed together. The consumer uses the *range* assignor, so
+one member gets the same partition numbers of topics with the same partition count.
+
+State
+=====
+``states[table][partition][key] = {"p": partition, "s": {rule: rule state}}``, plain dicts
+in memory. Every key a batch changes is written to the compacted changelog
+``<group>-state`` (key ``["<table>", "<key>"]`` as JSON, value JSON, tombstone when the
+key's rule states are all idle), in the partition of the input record. When partitions
+are assigned their tables are rebuilt from that changelog (read_committed), so a new
+machine or a worker that lost its disk carries on exactly. Keys that go quiet are
+expired by an event-time sweep: when a (table, partition)'s watermark (max event time
+processed) has advanced by ``SWEEP_EVERY_MS`` since its last sweep, every key of it is
+pruned against ``watermark - allowed lateness`` and deleted when idle. No wall clock.
+
+Exactly once
+============
+Each batch is one Kafka transaction holding the alerts, the repartitioned logins, DLQ
+records, the changelog records and the consumer offsets (``send_offsets_to_transaction``
+with the group metadata). After a kill -9 the open transaction is aborted, the state is
+rebuilt from the committed changelog and the input re-read from the committed offsets:
+no alert is missed or published twice. The rules also ignore an event id already in
+their window (producer retries). Faust's own ``exactly_once`` is not used for the reasons
+given in ``processors/rating/agent.py`` (sends to a topic the app does not consume, such
+as sec.fraud.alerts, leave the transaction; changelog writes can miss their commit): an
+integration test showed an alert published twice after a restart.
+
+Bad input
+=========
+sec.login.events is read only by this processor: an undecodable or invalid login goes to
+``sec.login.events.dlq`` (original bytes, ``telbus.error`` etc. headers). net.cdr.raw,
+bss.subscriber.events and bss.cdr.rated are owned by the rating / subscription
+processors, which dead-letter their bad records; here such a record is only counted
+(``skipped_invalid``) so it does not appear in a DLQ twice.
+
+Metrics (``telbus.metrics``)
+=======
+``telbus_processor_outcomes_total{processor="fraud", outcome}`` with outcomes
+``alert_<RULE>``, ``suppressed_<RULE>``, ``late_<RULE>``, ``duplicate``, ``dlq``,
+``skipped_invalid``, ``expired_keys``; ``telbus_late_events_total{processor="fraud"}``;
+``telbus_events_consumed_total`` / ``telbus_events_produced_total{topic}``;
+``telbus_state_entries{table="fraud_<table>"}``; ``telbus_processing_seconds{processor=
+"fraud"}``.
+
+Settings: ``TELBUS_FRAUD_*`` thresholds (``processors.fraud.config``, validated when this
+module is imported, so a bad value stops the worker at start with the variable's name),
+``TELBUS_FRAUD_GROUP``, ``TELBUS_FRAUD_ALERT_TOPIC`` (tests only: an isolated output topic),
+``TELBUS_FRAUD_IN_WORKER`` (default 1: run inside ``telbus
+worker``). Run alone: ``python -m processors.fraud.agent``.
 """
 from __future__ import annotations
 
+import json
 import logging
+import signal
+import sys
+import threading
 import time
+import uuid
+from collections import Counter
+from typing import Callable
 
-from processors import dlq
-from processors.app import app, input_topic, output_topic
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
 from processors.fraud import rules
 from processors.fraud.config import FraudConfig
-from telbus import codec, config, metrics
+from telbus import codec, config, dlq, kafka, metrics
 from topics import catalog
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("telbus.fraud")
 
 PROCESSOR = "fraud"
 LOGIN_TOPIC = "sec.login.events"
@@ -60,46 +93,17 @@ CDR_TOPIC = "net.cdr.raw"
 SUBSCRIBER_TOPIC = "bss.subscriber.events"
 RATED_TOPIC = "bss.cdr.rated"
 ALERT_TOPIC = "sec.fraud.alerts"
-BY_IP_TOPIC = f"{app.conf.id}-fraud-logins-by-ip-repartition"
-BY_IP_RETENTION_MS = 7 * 24 * 3600 * 1000
+GROUP = "telbus-fraud"
 SWEEP_EVERY_MS = 10 * 60 * 1000
 #: Header on the repartitioned logins: the sec.login.events partition they came from.
 ORIGIN_HEADER = "telbus.fraud.origin"
+BY_IP_RETENTION_MS = 7 * 24 * 3600 * 1000
+TRANSACTION_TIMEOUT_MS = 10_000
 
 #: Input topics whose bad records this processor dead-letters (it is their only reader).
 OWNED_TOPICS = {LOGIN_TOPIC}
 
 CONFIG = FraudConfig.from_env()
-log.info("fraud config: %s", CONFIG.describe())
-
-LOGIN_PARTITIONS = catalog()[LOGIN_TOPIC].partitions
-SUBSCRIBER_PARTITIONS = catalog()[CDR_TOPIC].partitions
-
-logins_raw = input_topic(LOGIN_TOPIC)
-cdrs_raw = input_topic(CDR_TOPIC)
-spend_raw = app.topic(SUBSCRIBER_TOPIC, RATED_TOPIC, key_type=bytes, value_type=bytes,
-                      key_serializer="raw", value_serializer="raw", internal=False)
-logins_by_ip = app.topic(
-    BY_IP_TOPIC,
-    partitions=LOGIN_PARTITIONS,
-    key_type=bytes,
-    value_type=bytes,
-    key_serializer="raw",
-    value_serializer="raw",
-    internal=True,
-    config={"cleanup.policy": "delete", "retention.ms": str(BY_IP_RETENTION_MS)},
-)
-alerts_out = output_topic(ALERT_TOPIC)
-
-
-def _table(name: str, partitions: int, help: str):
-    return app.Table(f"fraud-{name}", partitions=partitions, help=help)
-
-
-account_table = _table("account", LOGIN_PARTITIONS, "account -> brute force / travel state")
-source_ip_table = _table("source-ip", LOGIN_PARTITIONS, "source_ip -> credential stuffing state")
-cdr_table = _table("cdr", SUBSCRIBER_PARTITIONS, "subscriber_id -> IRSF / SIMBOX state")
-spend_table = _table("spend", SUBSCRIBER_PARTITIONS, "subscriber_id -> new subscriber spend state")
 
 ACCOUNT_RULES = (rules.LOGIN_BRUTE_FORCE, rules.IMPOSSIBLE_TRAVEL)
 IP_RULES = (rules.CREDENTIAL_STUFFING,)
@@ -107,23 +111,37 @@ CDR_RULES = (rules.IRSF, rules.SIMBOX)
 SPEND_RULES = (rules.NEW_SUBSCRIBER_SPEND,)
 
 
-def _process() -> str:
-    return config.env("TELBUS_PROCESS_NAME", "worker")
+def group_id() -> str:
+    return config.env("TELBUS_FRAUD_GROUP", GROUP)
 
 
-def _outcome(name: str, n: int = 1) -> None:
-    metrics.OUTCOMES.labels(PROCESSOR, name).inc(n)
+def alert_topic() -> str:
+    """sec.fraud.alerts; ``TELBUS_FRAUD_ALERT_TOPIC`` redirects it (isolated tests only)."""
+    return config.env("TELBUS_FRAUD_ALERT_TOPIC", ALERT_TOPIC)
+
+
+def by_ip_topic() -> str:
+    return f"{group_id()}-logins-by-ip"
+
+
+def state_topic() -> str:
+    return f"{group_id()}-state"
+
+
+def transactional_id() -> str:
+    return f"{group_id()}-{config.env('TELBUS_WORKER_ID', '1')}"
 
 
 # ---------------------------------------------------------------------- state handling
+# (pure: unit-tested without a broker)
 
 
 def apply_rules(record: dict | None, rule_names, event: dict, partition: int,
                 cfg: FraudConfig = CONFIG, origin: str | None = None):
-    """Run ``rule_names`` over one event against a table record.
+    """Run ``rule_names`` over one event against a key's record.
 
-    Returns ``(new_record_or_None, changed, alerts, signals)``; ``signals`` is a list of
-    outcome names for the metrics. Raises ``rules.InvalidEvent`` before changing anything.
+    Returns ``(new_record_or_None, changed, alerts, signals)``; ``signals`` are outcome
+    names for the metrics. Raises ``rules.InvalidEvent`` before changing anything.
     """
     states = dict(record["s"]) if record else {}
     alerts: list[dict] = []
@@ -164,164 +182,390 @@ def expire_record(record: dict, watermark: int, cfg: FraudConfig = CONFIG) -> di
     return {"p": record["p"], "s": states} if states else None
 
 
-def _store(table, key: str, record: dict | None, changed: bool) -> None:
-    if not changed:
-        return
-    if record is None:
-        if key in table:
-            del table[key]
-    else:
-        table[key] = record
+def _state_key(table: str, key: str) -> bytes:
+    return json.dumps([table, key], separators=(",", ":")).encode()
 
 
-async def _publish(alerts: list[dict]) -> None:
-    for alert in alerts:
-        await alerts_out.send(key=alert["subject"].encode(), value=alert)
-        metrics.EVENTS_PRODUCED.labels(_process(), ALERT_TOPIC).inc()
-        log.info("fraud alert %s %s", alert["alert_id"], alert["evidence"])
+def _state_value(record: dict) -> bytes:
+    return json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
 
 
-def _count(signals: list[str]) -> None:
-    for s in signals:
-        _outcome(s)
-        if s.startswith("late_"):
-            metrics.LATE_EVENTS.labels(PROCESSOR).inc()
+# ---------------------------------------------------------------------- the loop
 
 
-class _Sweeper:
-    """Event-time driven expiry of quiet keys, per (table, partition)."""
+class FraudProcessor:
+    """The consume-detect-produce loop. ``run`` blocks until ``stop()`` or a fatal error."""
 
-    def __init__(self, table, name: str):
-        self.table, self.name = table, name
-        self.watermark: dict[int, int] = {}
-        self.last: dict[int, int] = {}
+    def __init__(self, batch_size: int = 500, poll_timeout: float = 0.2, process: str | None = None):
+        self.batch_size = batch_size
+        self.poll_timeout = poll_timeout
+        self.process = process or config.env("TELBUS_PROCESS_NAME", "worker")
+        self.group = group_id()
+        self.by_ip = by_ip_topic()
+        self.state_topic = state_topic()
+        self.alert_topic = alert_topic()
+        # input topic -> (table, rules, key rule, expected event types)
+        self.routes = {
+            LOGIN_TOPIC: ("account", ACCOUNT_RULES, rules.LOGIN_BRUTE_FORCE, ("Login",)),
+            self.by_ip: ("source-ip", IP_RULES, rules.CREDENTIAL_STUFFING, ("Login",)),
+            CDR_TOPIC: ("cdr", CDR_RULES, rules.IRSF, ("Cdr",)),
+            SUBSCRIBER_TOPIC: ("spend", SPEND_RULES, rules.NEW_SUBSCRIBER_SPEND, ("SubscriberCreated",)),
+            RATED_TOPIC: ("spend", SPEND_RULES, rules.NEW_SUBSCRIBER_SPEND, ("RatedCdr",)),
+        }
+        self.states: dict[str, dict[int, dict[str, dict]]] = {
+            t: {} for t in ("account", "source-ip", "cdr", "spend")}
+        self.watermarks: dict[tuple[str, int], int] = {}
+        self.last_sweep: dict[tuple[str, int], int] = {}
+        self._stop = threading.Event()
+        self.consumer: Consumer | None = None
+        self.producer: Producer | None = None
+        self.ready = threading.Event()
 
-    def maybe_sweep(self, partition: int, event_time: int) -> None:
-        wm = max(self.watermark.get(partition, event_time), event_time)
-        self.watermark[partition] = wm
-        last = self.last.setdefault(partition, wm)
+    # -- lifecycle ------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self, on_ready: Callable[[], None] | None = None) -> None:
+        log.info("fraud: config %s", CONFIG.describe())
+        kafka.wait_for_cluster(120)
+        self._ensure_topics()
+        self.producer = kafka.producer(**{
+            "transactional.id": transactional_id(),
+            "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
+            "linger.ms": 2,
+        })
+        self.producer.init_transactions(60)
+        self.consumer = kafka.consumer(self.group, **{
+            "partition.assignment.strategy": "range",
+            "enable.partition.eof": False,
+            "isolation.level": "read_committed",
+            "group.instance.id": transactional_id(),
+            "session.timeout.ms": 10_000,
+            "heartbeat.interval.ms": 1_000,
+            "max.poll.interval.ms": 300_000,
+        })
+        self.consumer.subscribe(list(self.routes), on_assign=self._on_assign,
+                                on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        self.ready.set()
+        if on_ready:
+            on_ready()
+        log.info("fraud: consuming as %s (transactional.id %s)", self.group, transactional_id())
+        try:
+            while not self._stop.is_set():
+                self._step()
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        if self.consumer is not None:
+            try:
+                self.consumer.close()
+            except Exception:  # closing is best effort; nothing uncommitted is at stake
+                pass
+        if self.producer is not None:
+            self.producer.flush(10)
+
+    # -- topics and state -------------------------------------------------------------
+    def _ensure_topics(self) -> None:
+        from confluent_kafka.admin import NewTopic
+
+        a = kafka.admin()
+        existing = a.list_topics(timeout=15).topics
+        rf = int(config.env("TELBUS_TOPIC_REPLICATION", "1"))
+        cat = catalog()
+        want = {
+            self.by_ip: (cat[LOGIN_TOPIC].partitions,
+                         {"cleanup.policy": "delete", "retention.ms": str(BY_IP_RETENTION_MS)}),
+            self.state_topic: (max(cat[t].partitions for t in (LOGIN_TOPIC, CDR_TOPIC, RATED_TOPIC)),
+                               {"cleanup.policy": "compact"}),
+        }
+        if self.alert_topic != ALERT_TOPIC:
+            want[self.alert_topic] = (cat[ALERT_TOPIC].partitions, dict(cat[ALERT_TOPIC].config))
+        new = [NewTopic(name, num_partitions=n, replication_factor=rf, config=cfg)
+               for name, (n, cfg) in want.items() if name not in existing]
+        if new:
+            for name, fut in a.create_topics(new).items():
+                try:
+                    fut.result()
+                except KafkaException as exc:
+                    if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                        raise
+        # wait until the metadata shows every partition (a fresh topic takes a moment)
+        deadline = time.monotonic() + 60
+        for name, (n, _cfg) in want.items():
+            while True:
+                t = a.list_topics(name, timeout=15).topics.get(name)
+                if t is not None and t.error is None and len(t.partitions) >= n:
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"fraud: topic {name} not ready")
+                time.sleep(0.2)
+
+    def _table_of(self, topic: str) -> str:
+        return self.routes[topic][0]
+
+    def _restore(self, wanted: set[tuple[str, int]]) -> None:
+        """Rebuild the (table, partition) states in ``wanted`` from the committed changelog."""
+        if not wanted:
+            return
+        parts = {p for _t, p in wanted}
+        tables = {tp: {} for tp in wanted}
+        reader = kafka.consumer(f"{self.group}-reader-{uuid.uuid4().hex[:8]}", **{
+            "enable.partition.eof": True, "isolation.level": "read_committed"})
+        try:
+            ends = {}
+            for p in parts:
+                lo, hi = reader.get_watermark_offsets(TopicPartition(self.state_topic, p), timeout=15)
+                if hi > lo:
+                    ends[p] = hi
+            if ends:
+                reader.assign([TopicPartition(self.state_topic, p, OFFSET_BEGINNING) for p in ends])
+                done: set[int] = set()
+                deadline = time.monotonic() + 300
+                while len(done) < len(ends):
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"fraud: restoring {self.state_topic} {sorted(ends)} timed out")
+                    for m in reader.consume(1000, 0.5):
+                        if m.error():
+                            if m.error().code() == KafkaError._PARTITION_EOF:
+                                done.add(m.partition())
+                            continue
+                        table, key = json.loads(m.key())
+                        target = tables.get((table, m.partition()))
+                        if target is None:
+                            continue
+                        if m.value() is None:
+                            target.pop(key, None)
+                        else:
+                            target[key] = json.loads(m.value())
+            for (table, p), data in tables.items():
+                self.states[table][p] = data
+            log.info("fraud: restored %d keys for %s", sum(len(d) for d in tables.values()),
+                     sorted(wanted))
+        finally:
+            reader.close()
+        self._gauge()
+
+    def _on_assign(self, consumer, tps) -> None:
+        metrics.REBALANCES.labels(self.process).inc()
+        wanted = {(self._table_of(tp.topic), tp.partition) for tp in tps}
+        self._restore({(t, p) for t, p in wanted if p not in self.states[t]})
+
+    def _on_revoke(self, consumer, tps) -> None:
+        for tp in tps:
+            table = self._table_of(tp.topic)
+            self.states[table].pop(tp.partition, None)
+            self.watermarks.pop((table, tp.partition), None)
+            self.last_sweep.pop((table, tp.partition), None)
+
+    def _gauge(self) -> None:
+        for table, parts in self.states.items():
+            metrics.STATE_ENTRIES.labels(f"fraud_{table}").set(sum(len(d) for d in parts.values()))
+
+    # -- the loop -----------------------------------------------------------------------
+    def _step(self) -> None:
+        msgs = self.consumer.consume(self.batch_size, self.poll_timeout)
+        good = []
+        for m in msgs:
+            if m.error():
+                log.warning("fraud: consumer error %s", m.error())
+            else:
+                good.append(m)
+        if not good:
+            return
+        counts: Counter = Counter()
+        t0 = time.monotonic()
+        self.producer.begin_transaction()
+        try:
+            dirty: dict[tuple[str, int, str], dict | None] = {}
+            touched: set[tuple[str, int]] = set()
+            for m in good:
+                self._handle(m, dirty, touched, counts)
+            for table, p in sorted(touched):
+                self._maybe_sweep(table, p, dirty, counts)
+            for (table, p, key), record in dirty.items():
+                self.producer.produce(self.state_topic,
+                                      None if record is None else _state_value(record),
+                                      _state_key(table, key), partition=p)
+            positions = [tp for tp in self.consumer.position(self.consumer.assignment()) if tp.offset >= 0]
+            self.producer.send_offsets_to_transaction(positions, self.consumer.consumer_group_metadata(), 60)
+            self.producer.commit_transaction(60)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.txn_requires_abort():
+                log.warning("fraud: transaction aborted (%s); rewinding to the committed state", err)
+                self.producer.abort_transaction(60)
+                self._rewind()
+                return
+            raise
+        for (outcome, topic), n in counts.items():
+            if outcome == "consumed":
+                metrics.EVENTS_CONSUMED.labels(self.process, topic).inc(n)
+            elif outcome == "produced":
+                metrics.EVENTS_PRODUCED.labels(self.process, topic).inc(n)
+            else:
+                metrics.OUTCOMES.labels(PROCESSOR, outcome).inc(n)
+                if outcome.startswith("late_"):
+                    metrics.LATE_EVENTS.labels(PROCESSOR).inc(n)
+        metrics.PROCESSING_SECONDS.labels(PROCESSOR).observe((time.monotonic() - t0) / len(good))
+        self._gauge()
+
+    def _rewind(self) -> None:
+        """After an aborted transaction: committed offsets and committed state again."""
+        assignment = self.consumer.assignment()
+        committed = self.consumer.committed(assignment, 30)
+        for tp in committed:
+            self.consumer.seek(TopicPartition(tp.topic, tp.partition,
+                                              tp.offset if tp.offset >= 0 else OFFSET_BEGINNING))
+        wanted = {(t, p) for t, parts in self.states.items() for p in parts}
+        for parts in self.states.values():
+            parts.clear()
+        self.watermarks.clear()
+        self.last_sweep.clear()
+        self._restore(wanted)
+
+    def _bad(self, m, stage: str, reason: str, counts: Counter) -> None:
+        if m.topic() in OWNED_TOPICS:
+            log.warning("fraud: %s record %s[%s]@%s to DLQ: %s", stage, m.topic(), m.partition(),
+                        m.offset(), reason)
+            dlq.send(self.producer, m.topic(), m.partition(), m.offset(), m.key(), m.value(),
+                     stage, reason, original_headers=m.headers())
+            counts[("dlq", None)] += 1
+        else:
+            counts[("skipped_invalid", None)] += 1
+
+    def _handle(self, m, dirty: dict, touched: set, counts: Counter) -> None:
+        topic, p = m.topic(), m.partition()
+        counts[("consumed", topic)] += 1
+        table, rule_names, key_rule, expected = self.routes[topic]
+        stage = f"fraud.{table}"
+        try:
+            ev = codec.decode(m.value())
+        except codec.DecodeError as exc:
+            self._bad(m, stage, str(exc), counts)
+            return
+        et = ev.get("event_type")
+        if et not in expected:
+            if topic == SUBSCRIBER_TOPIC and et in catalog()[SUBSCRIBER_TOPIC].events:
+                return  # PlanChanged, StatusChanged, BalanceRecharged: not for fraud
+            self._bad(m, stage, f"unexpected event_type {et!r} on {topic} (expected "
+                                f"{' or '.join(expected)})", counts)
+            return
+        origin = None
+        if topic == self.by_ip:
+            origin = next((v.decode() for k, v in (m.headers() or []) if k == ORIGIN_HEADER), "?")
+        data = self.states[table].setdefault(p, {})
+        try:
+            key = rules.subject_of(key_rule, ev)
+            ip = rules.subject_of(rules.CREDENTIAL_STUFFING, ev) if topic == LOGIN_TOPIC else None
+            t = rules.event_time_of(ev)
+            record, changed, alerts, signals = apply_rules(data.get(key), rule_names, ev, p,
+                                                           origin=origin)
+        except rules.InvalidEvent as exc:
+            self._bad(m, stage, f"invalid {et}: {exc}", counts)
+            return
+        if changed:
+            if record is None:
+                if key in data:
+                    del data[key]
+                    dirty[(table, p, key)] = None
+            else:
+                data[key] = record
+                dirty[(table, p, key)] = record
+        for alert in alerts:
+            self.producer.produce(self.alert_topic, codec.encode(alert), alert["subject"])
+            counts[("produced", self.alert_topic)] += 1
+            log.info("fraud: alert %s %s", alert["alert_id"], alert["evidence"])
+        for s in signals:
+            counts[(s, None)] += 1
+        if ip is not None and ev["result"] != "SUCCESS":  # stuffing counts failures only
+            self.producer.produce(self.by_ip, m.value(), ip,
+                                  headers=[(ORIGIN_HEADER, str(p).encode())])
+            counts[("produced", self.by_ip)] += 1
+        wm = self.watermarks.get((table, p))
+        self.watermarks[(table, p)] = t if wm is None else max(wm, t)
+        touched.add((table, p))
+
+    def _maybe_sweep(self, table: str, p: int, dirty: dict, counts: Counter) -> None:
+        """Expire quiet keys of (table, p) when its event-time watermark moved enough."""
+        wm = self.watermarks.get((table, p))
+        if wm is None:
+            return
+        last = self.last_sweep.setdefault((table, p), wm)
         if wm - last < SWEEP_EVERY_MS:
             return
-        self.last[partition] = wm
+        self.last_sweep[(table, p)] = wm
         horizon = wm - CONFIG.allowed_lateness_ms
-        total = 0
-        updates = []
-        for key, record in list(self.table.items()):
-            total += 1
-            if not record or record.get("p") != partition:
-                continue
+        data = self.states[table].get(p, {})
+        for key in sorted(data):
+            record = data[key]
             new = expire_record(record, horizon)
-            if new != record:
-                updates.append((key, new))
-        for key, new in updates:
-            _store(self.table, key, new, True)
-        expired = sum(1 for _, new in updates if new is None)
-        if expired:
-            _outcome("expired_keys", expired)
-        metrics.STATE_ENTRIES.labels(self.name).set(total - expired)
+            if new == record:
+                continue
+            if new is None:
+                del data[key]
+                counts[("expired_keys", None)] += 1
+            else:
+                data[key] = new
+            dirty[(table, p, key)] = new
 
 
-_sweepers = {
-    t.name: _Sweeper(t, t.name) for t in (account_table, source_ip_table, cdr_table, spend_table)
-}
+# ---------------------------------------------------------------------- hosting
 
 
-def _origin(message) -> str:
-    headers = message.headers or ()
-    items = headers.items() if isinstance(headers, dict) else headers
-    for k, v in items:
-        if k == ORIGIN_HEADER:
-            return v.decode() if isinstance(v, bytes) else str(v)
-    return "?"
+def _register_faust_service() -> None:
+    """Run the loop inside ``telbus worker`` (processors.commands imports this module)."""
+    import asyncio
+
+    import mode
+
+    from processors.app import app
+
+    @app.service
+    class FraudService(mode.Service):
+        """Runs :class:`FraudProcessor` on a thread; a fatal error crashes the worker
+        (restart = rebuild from the log, which is always safe)."""
+
+        def __post_init__(self) -> None:
+            self.processor = FraudProcessor()
+            self.thread: threading.Thread | None = None
+
+        async def on_started(self) -> None:
+            loop = asyncio.get_running_loop()
+
+            def target() -> None:
+                try:
+                    self.processor.run()
+                except BaseException as exc:  # noqa: BLE001 - reported to the worker
+                    log.exception("fraud: fatal error")
+                    asyncio.run_coroutine_threadsafe(self.crash(exc), loop)
+
+            self.thread = threading.Thread(target=target, name="telbus-fraud", daemon=True)
+            self.thread.start()
+
+        async def on_stop(self) -> None:
+            self.processor.stop()
+            if self.thread is not None:
+                await asyncio.get_running_loop().run_in_executor(None, self.thread.join, 30)
 
 
-async def _bad(event, stage: str, reason: str) -> None:
-    msg = event.message
-    if msg.topic in OWNED_TOPICS:
-        log.warning("fraud: %s record %s[%s]@%s to DLQ: %s", stage, msg.topic, msg.partition,
-                    msg.offset, reason)
-        await dlq.send(event, stage, reason)
-        _outcome("dlq")
-    else:
-        log.debug("fraud: skipping bad record %s[%s]@%s: %s", msg.topic, msg.partition,
-                  msg.offset, reason)
-        _outcome("skipped_invalid")
+if config.env("TELBUS_FRAUD_IN_WORKER", "1") == "1" and __name__ != "__main__":
+    _register_faust_service()
 
 
-def _decode(event, expected: tuple[str, ...]) -> tuple[dict | None, str | None]:
-    """Decoded event, or (None, reason) for bad input, or (None, None) to ignore."""
-    try:
-        ev = codec.decode(event.value)
-    except codec.DecodeError as exc:
-        return None, str(exc)
-    except Exception as exc:  # noqa: BLE001 - anything undecodable is bad input
-        return None, f"decode failed: {exc}"
-    etype = ev.get("event_type")
-    if etype in expected:
-        return ev, None
-    if event.message.topic == SUBSCRIBER_TOPIC:
-        return None, None  # PlanChanged, StatusChanged, ...: not for fraud
-    return None, f"unexpected event_type {etype!r} on {event.message.topic}"
+def main() -> int:
+    logging.basicConfig(level=config.env("TELBUS_LOGLEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from telbus import stack
+
+    process = config.env("TELBUS_PROCESS_NAME", "fraud")
+    metrics.serve(process)
+    proc = FraudProcessor(process=process)
+    signal.signal(signal.SIGTERM, lambda *_: proc.stop())
+    signal.signal(signal.SIGINT, lambda *_: proc.stop())
+    proc.run(on_ready=lambda: stack.mark_ready(process))
+    return 0
 
 
-async def _handle(event, table, rule_names, subject_rule, expected, stage,
-                  also_keyed_by=(), origin: str | None = None) -> dict | None:
-    """Decode, evaluate, store, publish, count one record. Returns the decoded event."""
-    start = time.perf_counter()
-    msg = event.message
-    metrics.EVENTS_CONSUMED.labels(_process(), msg.topic).inc()
-    ev, reason = _decode(event, expected)
-    if ev is None:
-        if reason:
-            await _bad(event, stage, reason)
-        return None
-    try:
-        key = rules.subject_of(subject_rule, ev)
-        for other in also_keyed_by:  # validated before any state changes
-            rules.subject_of(other, ev)
-        t = rules.event_time_of(ev)
-        record, changed, alerts, signals = apply_rules(table.get(key), rule_names, ev,
-                                                       msg.partition, origin=origin)
-    except rules.InvalidEvent as exc:
-        await _bad(event, stage, f"invalid: {exc}")
-        return None
-    _store(table, key, record, changed)
-    await _publish(alerts)
-    _count(signals)
-    _sweepers[table.name].maybe_sweep(msg.partition, t)
-    metrics.PROCESSING_SECONDS.labels(PROCESSOR).observe(time.perf_counter() - start)
-    return ev
-
-
-# ---------------------------------------------------------------------- agents
-
-
-@app.agent(logins_raw, name="fraud-logins")
-async def fraud_logins(stream):
-    async for event in stream.events():
-        ev = await _handle(event, account_table, ACCOUNT_RULES, rules.LOGIN_BRUTE_FORCE,
-                           ("Login",), "fraud.logins", also_keyed_by=(rules.CREDENTIAL_STUFFING,))
-        if ev is not None and ev.get("result") != "SUCCESS":  # stuffing counts failures only
-            ip = rules.subject_of(rules.CREDENTIAL_STUFFING, ev)
-            await logins_by_ip.send(key=ip.encode(), value=event.value,
-                                    headers=[(ORIGIN_HEADER, str(event.message.partition).encode())])
-
-
-@app.agent(logins_by_ip, name="fraud-logins-by-ip")
-async def fraud_logins_by_ip(stream):
-    async for event in stream.events():
-        await _handle(event, source_ip_table, IP_RULES, rules.CREDENTIAL_STUFFING, ("Login",),
-                      "fraud.stuffing", origin=_origin(event.message))
-
-
-@app.agent(cdrs_raw, name="fraud-cdrs")
-async def fraud_cdrs(stream):
-    async for event in stream.events():
-        await _handle(event, cdr_table, CDR_RULES, rules.IRSF, ("Cdr",), "fraud.cdrs")
-
-
-@app.agent(spend_raw, name="fraud-spend")
-async def fraud_spend(stream):
-    async for event in stream.events():
-        await _handle(event, spend_table, SPEND_RULES, rules.NEW_SUBSCRIBER_SPEND,
-                      ("SubscriberCreated", "RatedCdr"), "fraud.spend")
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,20 +1,16 @@
-"""The Faust shell's state handling (no broker: the pure helpers of processors.fraud.agent)."""
+"""The shell's state handling (no broker: the pure helpers of processors.fraud.agent)."""
 
 import json
 import os
-import sys
 
-if "processors.app" not in sys.modules:  # creating the Faust app needs a valid web port
-    _saved = os.environ.get("TELBUS_WORKER_WEB_PORT")
-    os.environ["TELBUS_WORKER_WEB_PORT"] = "6066"
-    import processors.app  # noqa: F401,E402
-
-    if _saved is None:
-        del os.environ["TELBUS_WORKER_WEB_PORT"]
-    else:
-        os.environ["TELBUS_WORKER_WEB_PORT"] = _saved
-
+_saved = os.environ.get("TELBUS_FRAUD_IN_WORKER")
+os.environ["TELBUS_FRAUD_IN_WORKER"] = "0"  # no Faust service in a unit test
 from processors.fraud import agent, rules  # noqa: E402
+
+if _saved is None:
+    del os.environ["TELBUS_FRAUD_IN_WORKER"]
+else:
+    os.environ["TELBUS_FRAUD_IN_WORKER"] = _saved
 
 T0 = 1_763_600_000_000
 S = 1000
@@ -78,3 +74,19 @@ def test_expire_record_deletes_idle():
     record, *_ = agent.apply_rules(None, agent.ACCOUNT_RULES, login(1, T0), 2)
     assert agent.expire_record(record, T0 + 10 * S) == record
     assert agent.expire_record(record, T0 + 3600 * S) is None
+
+
+def test_event_time_sweep_expires_quiet_keys_only():
+    proc = agent.FraudProcessor()
+    quiet, *_ = agent.apply_rules(None, agent.ACCOUNT_RULES, login(1, T0), 0)
+    busy, *_ = agent.apply_rules(None, agent.ACCOUNT_RULES, login(2, T0 + 3600 * S, account="b"), 0)
+    proc.states["account"][0] = {"acc": quiet, "b": busy}
+    proc.watermarks[("account", 0)] = T0
+    dirty, counts = {}, __import__("collections").Counter()
+    proc._maybe_sweep("account", 0, dirty, counts)  # first call only sets the mark
+    assert dirty == {}
+    proc.watermarks[("account", 0)] = T0 + 3600 * S
+    proc._maybe_sweep("account", 0, dirty, counts)
+    assert dirty == {("account", 0, "acc"): None}
+    assert set(proc.states["account"][0]) == {"b"}
+    assert counts[("expired_keys", None)] == 1
