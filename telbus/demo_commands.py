@@ -64,10 +64,12 @@ def _committed(admin, group: str) -> dict[tuple[str, int], int]:
 
 
 def pending_inputs() -> int:
-    """Input records not yet processed by every group that consumes their topic.
+    """Input records the stack's groups have not processed yet.
 
-    Input topics are written without transactions, so committed offset == end offset means
-    done. A partition with data that no group has committed yet counts in full.
+    For each group, every partition of each input topic it has started on counts until its
+    committed offset reaches the end (input topics are written without transactions, so that
+    is exact). Besides, a partition with data that no processor group (the sink aside) has
+    committed at all counts in full: nothing has started on it yet.
     """
     from confluent_kafka import TopicPartition
 
@@ -76,17 +78,22 @@ def pending_inputs() -> int:
 
     admin = kafka.admin()
     committed = {g: _committed(admin, g) for g in GROUPS}
+    inputs = {t.name for t in topics.contract_topics("input")}
     c = kafka.consumer(None)
     try:
         md = c.list_topics(timeout=10)
+        ends = {(t, p): kafka.watermarks(c, TopicPartition(t, p))[1]
+                for t in inputs if t in md.topics for p in md.topics[t].partitions}
         pending = 0
-        for t in topics.contract_topics("input"):
-            if t.name not in md.topics:
-                continue
-            for p in md.topics[t.name].partitions:
-                hi = c.get_watermark_offsets(TopicPartition(t.name, p), timeout=10)[1]
-                offs = [cm[(t.name, p)] for cm in committed.values() if (t.name, p) in cm]
-                pending += hi - min(offs) if offs else hi
+        for g, cm in committed.items():
+            started = {t for (t, _p) in cm if t in inputs}
+            for (t, p), hi in ends.items():
+                if t in started:
+                    pending += max(0, hi - cm.get((t, p), 0))
+        processors = [cm for g, cm in committed.items() if g != "telbus-sink"]
+        for tp, hi in ends.items():
+            if hi and not any(tp in cm for cm in processors):
+                pending += hi
         return pending
     finally:
         c.close()

@@ -119,3 +119,24 @@ def publish_schemas(codec: Codec | None = None) -> int:
     if p.flush(30):
         raise RuntimeError("schemas not delivered to _telbus.schemas")
     return len(versions)
+
+
+_RETRIABLE_METADATA = ("NOT_LEADER_FOR_PARTITION", "LEADER_NOT_AVAILABLE", "UNKNOWN_TOPIC_OR_PART",
+                       "_TRANSPORT", "_TIMED_OUT", "NOT_LEADER_OR_FOLLOWER")
+
+
+def watermarks(client: Consumer, tp, timeout: float = 30.0) -> tuple[int, int]:
+    """``get_watermark_offsets`` that waits out a partition without a leader yet.
+
+    A topic created a moment ago (a processor's state topic on first start, or after a
+    broker restart) answers NOT_LEADER for a while; that is a reason to wait, not to crash.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return client.get_watermark_offsets(tp, timeout=min(10.0, max(1.0, deadline - time.monotonic())))
+        except KafkaException as exc:
+            name = exc.args[0].name() if exc.args and hasattr(exc.args[0], "name") else str(exc)
+            if not any(r in name for r in _RETRIABLE_METADATA) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)

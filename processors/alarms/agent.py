@@ -279,7 +279,7 @@ class AlarmProcessor:
         reader = kafka.consumer(f"{group_id()}-reader-{uuid.uuid4().hex[:8]}", **{
             "enable.partition.eof": True, "isolation.level": "read_committed"})
         try:
-            lo, hi = reader.get_watermark_offsets(TopicPartition(state_topic(), 0), timeout=15)
+            lo, hi = kafka.watermarks(reader, TopicPartition(state_topic(), 0))
             if hi > lo:
                 reader.assign([TopicPartition(state_topic(), 0, OFFSET_BEGINNING)])
                 deadline = time.monotonic() + 300

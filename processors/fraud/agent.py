@@ -315,7 +315,7 @@ class FraudProcessor:
         try:
             ends = {}
             for p in parts:
-                lo, hi = reader.get_watermark_offsets(TopicPartition(self.state_topic, p), timeout=15)
+                lo, hi = kafka.watermarks(reader, TopicPartition(self.state_topic, p))
                 if hi > lo:
                     ends[p] = hi
             if ends:

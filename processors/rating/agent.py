@@ -248,7 +248,7 @@ class RatingProcessor:
             tables = {p: {} for p in partitions}
             want = {}
             for p in partitions:
-                lo, hi = reader.get_watermark_offsets(TopicPartition(self.state_topic, p), timeout=15)
+                lo, hi = kafka.watermarks(reader, TopicPartition(self.state_topic, p))
                 if hi > lo:
                     want[p] = hi
             if want:

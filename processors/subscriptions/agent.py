@@ -123,7 +123,7 @@ class ViewFeed:
             if not parts:
                 return
             c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-            targets = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+            targets = {p: kafka.watermarks(c, TopicPartition(topic, p))[1] for p in parts}
             idle_since = time.monotonic()
             while not self.stopping.is_set():
                 msg = c.poll(0.2)
