@@ -124,7 +124,8 @@ def wait_caught_up(timeout: float = 300.0, settle: float = 3.0, log=print) -> bo
 
 
 def end_offset_totals() -> dict[str, int]:
-    """Records per contract topic and DLQ (sum of partition end offsets)."""
+    """End offsets per contract topic and DLQ (a cheap progress signal; transactional
+    topics also count their commit markers here)."""
     from confluent_kafka import TopicPartition
 
     import topics
@@ -137,11 +138,39 @@ def end_offset_totals() -> dict[str, int]:
         for name, t in topics.catalog().items():
             if name not in md.topics or t.kind == "schemas":
                 continue
-            out[name] = sum(c.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1]
-                            for p in md.topics[name].partitions)
+            out[name] = sum(kafka.watermarks(c, TopicPartition(name, p))[1] for p in md.topics[name].partitions)
         return out
     finally:
         c.close()
+
+
+def record_counts(names) -> dict[str, int]:
+    """Records per topic as a read_committed reader sees them (no commit markers, no
+    aborted records)."""
+    from confluent_kafka import KafkaError, TopicPartition
+
+    from telbus import kafka
+
+    out = {}
+    for name in names:
+        c = kafka.consumer(None, **{"enable.partition.eof": True})
+        try:
+            md = c.list_topics(name, timeout=10)
+            parts = [p for p in md.topics[name].partitions if kafka.watermarks(c, TopicPartition(name, p))[1]]
+            c.assign([TopicPartition(name, p, 0) for p in parts])
+            n, eof = 0, set()
+            deadline = time.monotonic() + 60
+            while len(eof) < len(parts) and time.monotonic() < deadline:
+                for m in c.consume(5000, 0.5):
+                    if m.error():
+                        if m.error().code() == KafkaError._PARTITION_EOF:
+                            eof.add(m.partition())
+                        continue
+                    n += 1
+            out[name] = n
+        finally:
+            c.close()
+    return out
 
 
 def sample_records(topic: str, n: int = 2) -> list[dict]:
@@ -235,7 +264,9 @@ def cmd_run(args) -> int:
     manifest = json.loads(marker.read_text())["manifest"]
     if not wait_caught_up(args.wait):
         print(f"warning: processors still behind after {args.wait:.0f}s; figures below are partial")
-    counts = end_offset_totals()
+    ends = end_offset_totals()
+    counts = record_counts([name for name, n in ends.items() if n])
+    counts.update({name: 0 for name, n in ends.items() if not n})
     print("\n-- records per topic --")
     for name, n in counts.items():
         if n or not name.endswith(".dlq"):

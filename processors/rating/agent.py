@@ -71,7 +71,7 @@ from typing import Any, Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from processors.rating import rules
+from processors.rating import merge, rules
 from telbus import codec, config, dlq, kafka, metrics
 
 log = logging.getLogger("telbus.rating")
@@ -123,6 +123,9 @@ class RatingProcessor:
         self.producer: Producer | None = None
         self.plan_reader: Consumer | None = None
         self.ready = threading.Event()
+        # Co-partitioned inputs are processed in event-time order (see merge.py).
+        self.merger = merge.Merger(float(config.env("TELBUS_RATING_ALIGN_MS", "500")) / 1000)
+        self._fetched: dict[tuple[str, int], int] = {}   # next offset fetched per input partition
 
     # -- lifecycle ------------------------------------------------------------------
     def stop(self) -> None:
@@ -282,19 +285,35 @@ class RatingProcessor:
 
     def _on_revoke(self, consumer, tps) -> None:
         for tp in tps:
+            self._fetched.pop((tp.topic, tp.partition), None)
             if tp.topic in (CDR_TOPIC, SUBSCRIBER_TOPIC):
                 self.states.pop(tp.partition, None)
+                self.merger.drop(tp.partition)
 
     # -- the loop -----------------------------------------------------------------------
     def _step(self) -> None:
         msgs = self.consumer.consume(self.batch_size, self.poll_timeout)
         self._poll_plans()
-        good = []
+        now = time.monotonic()
+        immediate = []   # plans and undecodable records: nothing to align, handled in arrival order
         for m in msgs:
             if m.error():
                 log.warning("rating: consumer error %s", m.error())
-            else:
-                good.append(m)
+                continue
+            self._fetched[(m.topic(), m.partition())] = m.offset() + 1
+            if m.topic() == PLANS_TOPIC:
+                immediate.append((m, None))
+                continue
+            try:
+                ev = codec.decode(m.value())
+            except codec.DecodeError:
+                immediate.append((m, None))   # _handle dead-letters it with the reason
+                continue
+            side = merge.RANK_CDR if m.topic() == CDR_TOPIC else merge.RANK_SUBSCRIBER
+            t = ev.get("event_time")
+            self.merger.add(m.partition(), side,
+                            merge.Item(t if isinstance(t, int) else 0, side, m.offset(), now, (m, ev)))
+        good = immediate + [it.payload for it in self.merger.release(now, self._caught_up)]
         if not good:
             return
         counts: Counter = Counter()
@@ -302,11 +321,16 @@ class RatingProcessor:
         self.producer.begin_transaction()
         try:
             dirty: dict[tuple[int, str], dict] = {}
-            for m in good:
-                self._handle(m, dirty, counts)
+            done: dict[tuple[str, int], int] = {}
+            for m, ev in good:
+                self._handle(m, dirty, counts, ev)
+                key = (m.topic(), m.partition())
+                done[key] = max(done.get(key, 0), m.offset() + 1)
             for (p, sub), st in dirty.items():
                 self.producer.produce(self.state_topic, _state_bytes(st), sub, partition=p)
-            positions = [tp for tp in self.consumer.position(self.consumer.assignment()) if tp.offset >= 0]
+            # Only what was processed is committed: records still waiting in the merger
+            # are fetched again after a crash.
+            positions = [TopicPartition(t, p, o) for (t, p), o in sorted(done.items())]
             self.producer.send_offsets_to_transaction(positions, self.consumer.consumer_group_metadata(), 60)
             self.producer.commit_transaction(60)
         except KafkaException as exc:
@@ -327,8 +351,24 @@ class RatingProcessor:
         metrics.PROCESSING_SECONDS.labels(PROCESSOR).observe((time.monotonic() - t0) / len(good))
         metrics.STATE_ENTRIES.labels("rating_subscribers").set(sum(len(t) for t in self.states.values()))
 
+    def _caught_up(self, partition: int, side: int) -> bool:
+        """Has ``side``'s topic partition been fetched to its high watermark (as last seen)?"""
+        topic = CDR_TOPIC if side == merge.RANK_CDR else SUBSCRIBER_TOPIC
+        tp = TopicPartition(topic, partition)
+        try:
+            _lo, hi = self.consumer.get_watermark_offsets(tp, cached=True)
+        except KafkaException:
+            return False
+        nxt = self._fetched.get((topic, partition))
+        if nxt is None:
+            pos = self.consumer.position([tp])[0].offset
+            nxt = pos if pos >= 0 else None
+        return hi is not None and hi >= 0 and nxt is not None and nxt >= hi
+
     def _rewind(self) -> None:
         """After an aborted transaction: committed offsets and committed state again."""
+        self.merger.clear()
+        self._fetched.clear()
         assignment = self.consumer.assignment()
         committed = self.consumer.committed(assignment, 30)
         for tp in committed:
@@ -349,14 +389,15 @@ class RatingProcessor:
         counts[("produced", topic)] += 1
         counts[(out["status"].lower() if topic == RATED_TOPIC else out["action"].lower(), None)] += 1
 
-    def _handle(self, m, dirty: dict, counts: Counter) -> None:
+    def _handle(self, m, dirty: dict, counts: Counter, ev: dict | None = None) -> None:
         topic, p = m.topic(), m.partition()
         counts[("consumed", topic)] += 1
-        try:
-            ev = codec.decode(m.value())
-        except codec.DecodeError as exc:
-            self._dead_letter(m, "rating.decode", str(exc), counts)
-            return
+        if ev is None:
+            try:
+                ev = codec.decode(m.value())
+            except codec.DecodeError as exc:
+                self._dead_letter(m, "rating.decode", str(exc), counts)
+                return
         et = ev.get("event_type")
         if topic == PLANS_TOPIC:
             reason = self._load_plan(m.value())

@@ -1,0 +1,48 @@
+"""Event-time alignment of the co-partitioned rating inputs."""
+from processors.rating.merge import RANK_CDR, RANK_SUBSCRIBER, Item, Merger
+
+
+def item(t, rank, off, arrived=0.0):
+    return Item(t, rank, off, arrived, f"{'S' if rank == RANK_SUBSCRIBER else 'C'}{off}")
+
+
+def names(items):
+    return [i.payload for i in items]
+
+
+def test_merges_by_event_time_with_subscriber_events_first_on_ties():
+    m = Merger()
+    for off, t in enumerate([10, 20, 30]):
+        m.add(0, RANK_CDR, item(t, RANK_CDR, off))
+    for off, t in enumerate([5, 20, 40]):
+        m.add(0, RANK_SUBSCRIBER, item(t, RANK_SUBSCRIBER, off))
+    out = m.release(0.0, caught_up=lambda g, s: True)
+    assert names(out) == ["S0", "C0", "S1", "C1", "C2", "S2"]
+    assert m.pending() == 0
+
+
+def test_cdrs_wait_for_a_subscriber_partition_that_is_not_caught_up():
+    m = Merger(max_idle_s=0.5)
+    m.add(3, RANK_CDR, item(100, RANK_CDR, 0, arrived=10.0))
+    assert m.release(10.1, caught_up=lambda g, s: False) == []
+    # the subscriber event arrives: it is earlier, so it goes first
+    m.add(3, RANK_SUBSCRIBER, item(50, RANK_SUBSCRIBER, 0, arrived=10.2))
+    assert names(m.release(10.2, caught_up=lambda g, s: False)) == ["S0"]
+    # the CDR is released once the other side is caught up ...
+    assert names(m.release(10.3, caught_up=lambda g, s: True)) == ["C0"]
+
+
+def test_waiting_is_bounded():
+    m = Merger(max_idle_s=0.5)
+    m.add(1, RANK_CDR, item(100, RANK_CDR, 0, arrived=10.0))
+    assert m.release(10.49, caught_up=lambda g, s: False) == []
+    assert names(m.release(10.5, caught_up=lambda g, s: False)) == ["C0"]
+
+
+def test_groups_are_independent_and_drop_forgets_a_revoked_partition():
+    m = Merger()
+    m.add(0, RANK_CDR, item(1, RANK_CDR, 0))
+    m.add(1, RANK_CDR, item(1, RANK_CDR, 0))
+    m.drop(1)
+    out = m.release(0.0, caught_up=lambda g, s: g == 0)
+    assert len(out) == 1 and m.pending() == 0
