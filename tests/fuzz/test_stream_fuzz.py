@@ -36,6 +36,7 @@ from tests.fuzz.conftest import EXAMPLES, fuzz_settings
 from tests.fuzz.stream import (INPUTS, Sender, assignments, dead_letters, lagging, owner, partitions,
                                read_records, send_good_records)
 from tests.helpers import Proc, cli, wait_until
+from tests.security.cluster import produce_summary
 
 import topics
 
@@ -320,7 +321,7 @@ def test_telbus_produce_random_json_lines(fuzz_broker, topic, data):
     res = cli("produce", topic, input="".join(line + "\n" for line in lines), timeout=120)
     assert "Traceback" not in res.stderr, res.stderr[-3000:]
     assert res.returncode == (1 if bad else 0), res.stderr[-3000:]
-    summary = json.loads(res.stderr.strip().splitlines()[-1])
+    summary = produce_summary(res.stderr)
     assert summary == {"topic": topic, "published": len(good), "rejected_lines": len(bad), "failed": 0}
     for no, reason in bad.items():
         first = reason.splitlines()[0] if reason.strip() else reason

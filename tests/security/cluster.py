@@ -207,3 +207,13 @@ def listening_addresses(pid: int) -> set[tuple[str, int]]:
                 raw = raw[::-1]
             out.add((str(ipaddress.ip_address(raw)), int(port_hex, 16)))
     return out
+
+
+def produce_summary(stderr: str) -> dict:
+    """The JSON summary ``telbus produce`` prints last (librdkafka may log around it)."""
+    import json
+
+    for line in reversed(stderr.splitlines()):
+        if line.startswith("{") and '"published"' in line:
+            return json.loads(line)
+    raise AssertionError(f"no summary line in:\n{stderr[-2000:]}")

@@ -23,7 +23,7 @@ from telbus.localbroker import free_port
 from telbus.tls import TestCA
 from tests.helpers import Proc, cli, wait_until
 from tests.samples import SAMPLES
-from tests.security.cluster import INPUTS, listening_addresses, read_all
+from tests.security.cluster import INPUTS, listening_addresses, produce_summary, read_all
 from tests.security.conftest import as_user
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -127,7 +127,7 @@ def test_producer_publishes_every_input_topic_and_reader_consumes_it(secure_clus
     for topic in INPUTS:
         res = as_user(secure_cluster, "producer", "produce", topic, input=jl(*SAMPLES[topic]))
         assert res.returncode == 0, f"{topic}: {res.stderr}"
-        assert json.loads(res.stderr.strip().splitlines()[-1])["published"] == len(SAMPLES[topic])
+        assert produce_summary(res.stderr)["published"] == len(SAMPLES[topic])
     res = as_user(secure_cluster, "reader", "consume", "sec.login.events", "--from-beginning",
                   "--max", "1", "--timeout", "20")
     assert res.returncode == 0, res.stderr
@@ -193,7 +193,7 @@ def test_wrong_credentials_are_refused_with_a_clear_error(refusals, secure_clust
     assert_no_secret(res.stdout + res.stderr, secure_cluster, f"{name} output")
     if name.startswith("produce"):
         assert "Traceback" not in res.stderr
-        assert json.loads(res.stderr.strip().splitlines()[-1])["published"] == 0
+        assert produce_summary(res.stderr)["published"] == 0
 
 
 @pytest.mark.xfail(reason="telbus/kafka.py Publisher.flush waits its full 60 s timeout on an authentication "
@@ -242,7 +242,7 @@ def test_producer_cannot_write_an_output_topic(secure_cluster):
     assert res.returncode == 1
     assert "Topic authorization failed" in res.stderr, res.stderr
     assert time.monotonic() - started < 60
-    assert json.loads(res.stderr.strip().splitlines()[-1])["published"] == 0
+    assert produce_summary(res.stderr)["published"] == 0
     assert not [r for r in read_all(secure_cluster, "bss.cdr.rated") if r[2] == b"S-forged"]
 
 
