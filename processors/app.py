@@ -115,14 +115,21 @@ def create_app() -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
         web_host=config.http_host(),
+        web_bind=config.http_host(),
         web_port=web_port(),
         autodiscover=False,
         producer_acks=-1,
+        producer_max_request_size=4 * 1024 * 1024,   # the broker and topic decide what is too large
         consumer_auto_offset_reset="earliest",
     )
 
 
 app = create_app()
+
+
+def authorized(request) -> bool:
+    """Bearer-token check for the worker's HTTP views (a no-op on loopback without a token)."""
+    return config.bearer_ok(request.headers.get("Authorization"), config.http_token())
 
 
 def input_topic(name: str, **kwargs) -> faust.TopicT:

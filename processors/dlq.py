@@ -23,6 +23,8 @@ async def send(event, stage: str, reason: str) -> None:
     """Dead-letter the Faust ``event`` being processed (its message's original bytes)."""
     msg = event.message
     hdrs = dlq_records.headers(msg.topic, msg.partition, msg.offset, stage, reason)
-    await _dlq_topic(msg.topic).send(key=msg.key, value=msg.value, partition=msg.partition,
-                                     headers=hdrs)
+    # Faust refuses a record with neither key nor value; an empty value keeps the evidence
+    # (the headers) of a null record.
+    value = msg.value if msg.value is not None else b""
+    await _dlq_topic(msg.topic).send(key=msg.key, value=value, partition=msg.partition, headers=hdrs)
     dlq_records.count(msg.topic, reason)

@@ -31,7 +31,6 @@ import datetime as _dt
 import decimal
 import hmac
 import io
-import ipaddress
 import json
 import os
 import re
@@ -239,12 +238,9 @@ def _clean_error(exc: Exception) -> str:
 # ------------------------------------------------------------------------------------
 
 def is_loopback(host: str) -> bool:
-    if host in ("localhost",):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    from telbus.config import is_loopback as loopback
+
+    return loopback(host)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -212,6 +212,13 @@ def main(argv=None) -> int:
     except BrokenPipeError:  # output piped into head & co.
         sys.stderr.close()
         return 0
+    except Exception as exc:
+        from confluent_kafka import KafkaException
+
+        if isinstance(exc, KafkaException):   # unreachable cluster, credentials, ACLs: one line
+            print(f"telbus: Kafka error: {exc.args[0].str() if exc.args else exc}", file=sys.stderr)
+            return 1
+        raise
 
 
 if __name__ == "__main__":

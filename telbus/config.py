@@ -18,7 +18,7 @@ DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 _NOT_PASSTHROUGH = {"TELBUS_KAFKA_BOOTSTRAP"}
 
 #: Pass-through settings whose values must never be printed (status, logs).
-SECRET_KEYS = ("password", "secret", "token", "key.password", "sasl.jaas")
+SECRET_KEYS = ("password", "secret", "token", "key.password", "sasl.jaas", "key.pem", "oauthbearer")
 
 
 def env(name: str, default: str | None = None) -> str | None:
@@ -81,3 +81,37 @@ def clickhouse_dsn() -> str:
 def http_host() -> str:
     """Bind address of every HTTP endpoint (views, query, metrics): loopback by default."""
     return env("TELBUS_HTTP_HOST", "127.0.0.1")
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def http_token() -> str | None:
+    """Bearer token the views and metrics endpoints require when bound off loopback.
+
+    Refusing to start without one is deliberate: an endpoint reachable from the network
+    with no credential would hand subscriber data to anyone who asks.
+    """
+    token = env("TELBUS_HTTP_TOKEN")
+    host = http_host()
+    if not token and not is_loopback(host):
+        raise ValueError(f"TELBUS_HTTP_HOST={host} is not loopback: set TELBUS_HTTP_TOKEN "
+                         "(clients send 'Authorization: Bearer <token>')")
+    return token
+
+
+def bearer_ok(header: str | None, token: str | None) -> bool:
+    """Is an ``Authorization`` header value acceptable for ``token`` (None: no token needed)?"""
+    import hmac
+
+    if not token:
+        return True
+    return bool(header) and hmac.compare_digest(header.encode(), f"Bearer {token}".encode())

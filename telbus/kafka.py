@@ -26,26 +26,37 @@ def admin() -> AdminClient:
     return AdminClient(client_config())
 
 
+def _layered(defaults: dict, extra: dict) -> dict:
+    """Code defaults < TELBUS_KAFKA_* settings < what the call site requires."""
+    conf = {"bootstrap.servers": config.bootstrap(), **defaults, **config.kafka_passthrough()}
+    conf.update({k.replace("_", "."): v for k, v in extra.items()})
+    return conf
+
+
 def producer(**extra) -> Producer:
     """An idempotent, acks=all producer partitioning keys like the Java client.
 
     ``murmur2_random`` is the Java client's (and aiokafka's) partitioner: a record keyed by a
     subscriber_id lands in the same partition whichever system produced it, which
     co-partitioning across topics depends on. librdkafka's default (CRC32) would not.
+    ``message.max.bytes`` is above the broker's limit so the broker (and the topic's
+    ``max.message.bytes``, larger on DLQs) decides what is too large, not the client: a
+    record just under an input topic's limit can still be dead-lettered with its headers.
     """
-    conf = {"enable.idempotence": True, "acks": "all", "linger.ms": 5, "partitioner": "murmur2_random",
-            "compression.type": "lz4", "max.in.flight.requests.per.connection": 5}
-    conf.update(extra)
-    return Producer(client_config(**conf))
+    defaults = {"enable.idempotence": True, "acks": "all", "linger.ms": 5, "partitioner": "murmur2_random",
+                "compression.type": "lz4", "max.in.flight.requests.per.connection": 5,
+                "message.max.bytes": 4 * 1024 * 1024}
+    return Producer(_layered(defaults, extra))
 
 
 def consumer(group: str | None = None, **extra) -> Consumer:
     """A consumer; without a group it never commits (replay, consume, audit)."""
-    conf = {"enable.auto.commit": False, "auto.offset.reset": "earliest",
-            "enable.partition.eof": True, "isolation.level": "read_committed"}
-    conf["group.id"] = group or "telbus-anon"
-    conf.update(extra)
-    return Consumer(client_config(**conf))
+    defaults = {"enable.auto.commit": False, "auto.offset.reset": "earliest",
+                "enable.partition.eof": True, "isolation.level": "read_committed",
+                "group.id": "telbus-anon"}
+    if group:
+        extra = {**extra, "group.id": group}
+    return Consumer(_layered(defaults, extra))
 
 
 def wait_for_cluster(timeout: float = 60.0) -> None:
@@ -71,20 +82,34 @@ class DeliveryReport:
     per_topic: dict[str, int] = field(default_factory=dict)
 
 
+#: Client errors after which waiting for delivery is pointless: say so at once.
+_FATAL_CODES = ("_AUTHENTICATION", "SASL_AUTHENTICATION_FAILED", "TOPIC_AUTHORIZATION_FAILED",
+                "CLUSTER_AUTHORIZATION_FAILED", "_SSL", "_FATAL")
+
+
 class Publisher:
     """Encodes events with the shared codec and publishes them under the contract's key."""
 
     def __init__(self, codec: Codec | None = None, **producer_conf):
         self.codec = codec or default_codec()
-        self.producer = producer(**producer_conf)
+        self.fatal: str | None = None
+        self.producer = producer(error_cb=self._on_error, **producer_conf)
         self.report = DeliveryReport()
 
-    def _on_delivery(self, err, msg):
-        if err is not None:
-            self.report.failed.append(f"{msg.topic()}: {err}")
-        else:
-            self.report.delivered += 1
-            self.report.per_topic[msg.topic()] = self.report.per_topic.get(msg.topic(), 0) + 1
+    def _on_error(self, err) -> None:
+        if err.fatal() or any(c in err.name() for c in _FATAL_CODES):
+            self.fatal = self.fatal or f"{err.name()}: {err.str()}"
+
+    def _delivery(self, topic: str):
+        def on_delivery(err, msg):
+            if err is not None:
+                self.report.failed.append(f"{topic}: {err.str() if hasattr(err, 'str') else err}")
+                if any(c in err.name() for c in _FATAL_CODES):
+                    self.fatal = self.fatal or f"{err.name()}: {err.str()}"
+            else:
+                self.report.delivered += 1
+                self.report.per_topic[topic] = self.report.per_topic.get(topic, 0) + 1
+        return on_delivery
 
     def send(self, topic: str, event: dict, key: str | None = None, timestamp_ms: int | None = None) -> None:
         from topics import key_of
@@ -94,15 +119,24 @@ class Publisher:
         while True:
             try:
                 self.producer.produce(topic, value, key if key is not None else key_of(topic, event),
-                                      on_delivery=self._on_delivery, **kwargs)
+                                      on_delivery=self._delivery(topic), **kwargs)
                 break
             except BufferError:
                 self.producer.poll(0.05)
+            except KafkaException as exc:   # refused by the client itself (e.g. too large)
+                self.report.failed.append(f"{topic}: {exc.args[0].str() if exc.args else exc}")
+                break
         self.producer.poll(0)
 
     def flush(self, timeout: float = 60.0) -> DeliveryReport:
-        remaining = self.producer.flush(timeout)
-        if remaining:
+        """Wait for delivery; give up early on an error no retry can cure (credentials, ACLs)."""
+        deadline = time.monotonic() + timeout
+        remaining = len(self.producer)
+        while remaining and not self.fatal and time.monotonic() < deadline:
+            remaining = self.producer.flush(min(1.0, max(0.0, deadline - time.monotonic())))
+        if self.fatal:
+            self.report.failed.append(f"gave up: {self.fatal}")
+        elif remaining:
             self.report.failed.append(f"{remaining} record(s) not delivered within {timeout:.0f}s")
         return self.report
 

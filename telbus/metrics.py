@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 
 from telbus import config
 
@@ -55,10 +55,33 @@ def reason_class(reason: str) -> str:
 
 
 def serve(process: str, port: int | None = None) -> str:
-    """Start the metrics endpoint; return its URL and record it for ``telbus status``."""
+    """Start the metrics endpoint; return its URL and record it for ``telbus status``.
+
+    Off loopback it requires ``TELBUS_HTTP_TOKEN`` as a bearer token (Prometheus:
+    ``authorization: {credentials: ...}`` in the scrape config).
+    """
+    import threading
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    from prometheus_client import make_wsgi_app
+
     host = config.http_host()
+    token = config.http_token()
     port = port if port is not None else int(config.env(f"TELBUS_{process.upper()}_METRICS_PORT", "0"))
-    server, _thread = start_http_server(port, addr=host)
+    metrics_app = make_wsgi_app()
+
+    def guarded(environ, start_response):
+        if not config.bearer_ok(environ.get("HTTP_AUTHORIZATION"), token):
+            start_response("401 Unauthorized", [("Content-Type", "text/plain")])
+            return [b"missing or wrong bearer token\n"]
+        return metrics_app(environ, start_response)
+
+    class _Quiet(WSGIRequestHandler):
+        def log_message(self, *args):  # scrapes are not news
+            pass
+
+    server = make_server(host, port, guarded, handler_class=_Quiet)
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
     actual = server.server_address[1]
     UP_INFO.labels(process).set(1)
     url = f"http://{host}:{actual}/metrics"

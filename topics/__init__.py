@@ -43,8 +43,10 @@ def catalog() -> dict[str, Topic]:
         cfg = {"min.insync.replicas": min_isr, **t.get("config", {})}
         out[name] = Topic(name, t["key"], t["partitions"], tuple(t["events"]), t["kind"], cfg, rf)
         if t["kind"] in ("input", "output"):
+            # Larger records than the input allows: a dead letter is the original plus headers.
             dlq_cfg = {"min.insync.replicas": min_isr, "cleanup.policy": "delete",
-                       "retention.ms": str(d["dlq_retention_ms"])}
+                       "retention.ms": str(d["dlq_retention_ms"]),
+                       "max.message.bytes": str(d["dlq_max_message_bytes"])}
             out[name + DLQ_SUFFIX] = Topic(name + DLQ_SUFFIX, t["key"], t["partitions"], (), "dlq", dlq_cfg, rf)
     return out
 

@@ -169,6 +169,10 @@ async def start_view_feed() -> None:
 
 @app.page("/views/{kind}/{key}")
 async def subscription_view(self, request, kind: str, key: str):
+    from processors.app import authorized
+
+    if not authorized(request):
+        return self.error(401, "missing or wrong bearer token")
     if kind not in views.KINDS:
         return self.error(404, f"unknown view {kind!r} (ehome, vnet, ismp)")
     _start_feed()  # the web server may answer before the app's tasks are started
