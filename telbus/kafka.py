@@ -29,7 +29,7 @@ def admin() -> AdminClient:
 def _layered(defaults: dict, extra: dict) -> dict:
     """Code defaults < TELBUS_KAFKA_* settings < what the call site requires."""
     conf = {"bootstrap.servers": config.bootstrap(), **defaults, **config.kafka_passthrough()}
-    conf.update({k.replace("_", "."): v for k, v in extra.items()})
+    conf.update(extra)   # librdkafka names (dotted) and callbacks such as error_cb, as given
     return conf
 
 
