@@ -88,8 +88,8 @@ def read_topic(topic: str, timeout: float = 10.0, decode: bool = True, predicate
             try:
                 value = codec.decode(msg.value()) if decode else msg.value()
             except codec.DecodeError:
-                value = None
-            if value is not None and (predicate is None or predicate(key, value)):
+                continue
+            if predicate is None or predicate(key, value):
                 out.append((msg.partition(), msg.offset(), key, value))
             if msg.offset() + 1 >= want.get(msg.partition(), 0):
                 done.add(msg.partition())
