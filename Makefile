@@ -5,7 +5,7 @@ TELBUS  := .venv/bin/telbus
 PIP     := .venv/bin/pip --cache-dir .cache/pip
 STAMP   := .venv/.installed
 
-.PHONY: run test unit integration up down clean bench chaos soak install jars status
+.PHONY: run test unit integration up down clean bench install jars status
 
 run: $(STAMP) ## set up, start the stack, publish the demo workload, show what came out
 	$(TELBUS) up
@@ -46,9 +46,3 @@ status: $(STAMP)
 
 bench: $(STAMP) jars ## benchmarks: writes bench/results/*.json
 	$(PY) -m bench.run
-
-chaos: $(STAMP) jars ## fault suite (bounded, loopback only)
-	$(PY) -m pytest -q -p no:cacheprovider -m chaos tests/chaos
-
-soak: $(STAMP) jars ## 20-minute soak at half the measured maximum
-	$(PY) -m bench.soak
