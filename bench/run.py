@@ -33,9 +33,19 @@ def main() -> int:
     os.environ["TELBUS_KAFKA_BOOTSTRAP"] = broker.bootstrap
     print(f"bench broker at {broker.bootstrap} ({time.monotonic() - t:.1f}s)")
     try:
-        return _run(n, subs, want)
+        _run(n, subs, want)
     finally:
         broker.stop()
+    from bench import common
+    from bench import processors as pbench
+
+    if want("fraud"):
+        fsubs = int(os.environ.get("TELBUS_BENCH_FRAUD_SUBSCRIBERS", "3000"))
+        fcdrs = int(os.environ.get("TELBUS_BENCH_FRAUD_CDRS", "300000"))
+        common.write("fraud", _fresh_broker_phase(bench_dir, "fraud", lambda: pbench.fraud(fsubs, fcdrs)))
+    if want("alarms"):
+        common.write("alarms", _fresh_broker_phase(bench_dir, "alarms", pbench.alarms))
+    return 0
 
 
 def _run(n: int, subs: int, want) -> int:
@@ -82,16 +92,29 @@ def _run(n: int, subs: int, want) -> int:
                 r["ratio_to_r2"] = round(r["throughput_per_s"] / results["r2"]["throughput_per_s"], 3)
             results[f"r3_{g}"] = r
             common.write(f"r3_worker_{g}", r)
-    for name, module in (("sink", "sinks.bench"), ("fraud", "processors.fraud.bench"),
-                         ("alarms", "processors.alarms.bench")):
-        if want(name):
-            try:
-                mod = __import__(module, fromlist=["run"])
-            except ModuleNotFoundError:
-                print(f"{name}: no benchmark module ({module}) yet")
-                continue
-            common.write(name, mod.run(n=n, subscribers=subs))
+    if want("sink"):
+        from sinks import bench as sink_bench
+
+        common.write("sink", sink_bench.run(n=n, subscribers=subs))
     return 0
+
+
+def _fresh_broker_phase(bench_dir, name: str, fn) -> dict:
+    """Run ``fn`` against a broker of its own, so its inputs hold only its workload."""
+    from telbus.localbroker import LocalBroker
+
+    import topics
+    from telbus import kafka
+
+    broker = LocalBroker(bench_dir / f"kafka-{name}")
+    broker.start()
+    os.environ["TELBUS_KAFKA_BOOTSTRAP"] = broker.bootstrap
+    try:
+        topics.inspect(kafka.admin(), create=True)
+        kafka.publish_schemas()
+        return fn()
+    finally:
+        broker.stop()
 
 
 if __name__ == "__main__":
