@@ -75,6 +75,7 @@ from typing import Any, Callable, Iterator
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from processors import merge
 from processors.alarms.correlate import CorrelationState, Correlator, InvalidAlarm, validate_alarm
 from processors.alarms.topology import Topology, TopologyError, validate_ne, validate_subscriber
 from telbus import codec, config, dlq, kafka, metrics
@@ -87,6 +88,10 @@ TOPOLOGY_TOPIC = "oss.topology"
 SUBSCRIBER_TOPIC = "bss.subscriber.events"
 OUTPUT_TOPIC = "oss.incidents"
 INPUTS = (ALARM_TOPIC, TOPOLOGY_TOPIC, SUBSCRIBER_TOPIC)
+# Intake alignment: one merge group over every intake partition; at equal event time the
+# network and the subscribers are known before the alarm that needs them.
+INTAKE = "intake"
+_RANK = {TOPOLOGY_TOPIC: 0, SUBSCRIBER_TOPIC: 1, ALARM_TOPIC: 2}
 GROUP = "telbus-alarms"
 TRANSACTION_TIMEOUT_MS = 10_000
 FUNNEL_RETENTION_MS = 7 * 24 * 3600 * 1000
@@ -198,6 +203,9 @@ class AlarmProcessor:
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
         self.ready = threading.Event()
+        self.merger = merge.Merger(float(config.env("TELBUS_ALARMS_ALIGN_MS", "500")) / 1000)
+        self._intake_sides: set[tuple[str, int]] = set()
+        self._fetched: dict[tuple[str, int], int] = {}
 
     # -- lifecycle ---------------------------------------------------------------------
     def stop(self) -> None:
@@ -224,7 +232,8 @@ class AlarmProcessor:
         # static membership: a restarted worker gets its partitions back at once
         self.in_consumer = kafka.consumer(forward_group(), **common,
                                           **{"group.instance.id": f"{forward_group()}-{_worker()}"})
-        self.in_consumer.subscribe(list(INPUTS))
+        self.in_consumer.subscribe(list(INPUTS), on_assign=self._on_intake_assign,
+                                   on_revoke=self._on_intake_revoke, on_lost=self._on_intake_revoke)
         self.consumer = kafka.consumer(group_id(), **common,
                                        **{"group.instance.id": f"{group_id()}-{_worker()}"})
         self.consumer.subscribe([funnel_topic()], on_assign=self._on_assign,
@@ -302,6 +311,29 @@ class AlarmProcessor:
         log.info("alarms: correlation state restored: %s", st.sizes())
         return st
 
+    def _on_intake_assign(self, consumer, tps) -> None:
+        self._intake_sides.update((tp.topic, tp.partition) for tp in tps)
+
+    def _on_intake_revoke(self, consumer, tps) -> None:
+        for tp in tps:
+            side = (tp.topic, tp.partition)
+            self._intake_sides.discard(side)
+            self._fetched.pop(side, None)
+            self.merger.drop(INTAKE, side)
+
+    def _caught_up(self, _group, side) -> bool:
+        """Has this intake partition been fetched to its high watermark (as last seen)?"""
+        tp = TopicPartition(*side)
+        try:
+            _lo, hi = self.in_consumer.get_watermark_offsets(tp, cached=True)
+        except KafkaException:
+            return False
+        nxt = self._fetched.get(side)
+        if nxt is None:
+            pos = self.in_consumer.position([tp])[0].offset
+            nxt = pos if pos >= 0 else None
+        return hi is not None and hi >= 0 and nxt is not None and nxt >= hi
+
     def _on_assign(self, consumer, tps) -> None:
         metrics.REBALANCES.labels(self.process).inc()
         if any(tp.topic == funnel_topic() for tp in tps):
@@ -317,10 +349,13 @@ class AlarmProcessor:
             metrics.STATE_ENTRIES.labels(f"alarms_{name.replace('.', '_')}").set(n)
 
     # -- transactions ---------------------------------------------------------------------
-    def _commit(self, producer: Producer, consumer: Consumer) -> bool:
-        """Offsets into the open transaction and commit; False (after abort) on a retriable error."""
+    def _commit(self, producer: Producer, consumer: Consumer, positions: list | None = None) -> bool:
+        """Offsets into the open transaction and commit; False (after abort) on a retriable error.
+
+        ``positions``: the offsets to commit (default: the consumer's positions)."""
         try:
-            positions = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
+            if positions is None:
+                positions = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
             producer.send_offsets_to_transaction(positions, consumer.consumer_group_metadata(), 60)
             producer.commit_transaction(60)
             return True
@@ -360,16 +395,42 @@ class AlarmProcessor:
 
     # -- stage 1: decode, validate, forward ----------------------------------------------
     def _forward_step(self) -> None:
-        good = self._good(self.in_consumer.consume(self.batch_size, self.poll_timeout))
+        """Forward the intake to the funnel in event-time order across every intake
+        partition (processors/merge.py): an alarm storm's sites sit in different partitions,
+        and a backlog fetched one site far ahead of another would clear symptoms before
+        their root cause arrived."""
+        now = time.monotonic()
+        immediate = []
+        for m in self._good(self.in_consumer.consume(self.batch_size, self.poll_timeout)):
+            side = (m.topic(), m.partition())
+            self._fetched[side] = m.offset() + 1
+            try:
+                ev = codec.decode(m.value()) if m.value() is not None else None
+            except codec.DecodeError:
+                ev = None
+            t = ev.get("event_time") if isinstance(ev, dict) else None
+            if not isinstance(t, int):
+                immediate.append((m, ev))     # tombstones and bad records: nothing to order
+                continue
+            self.merger.add(INTAKE, side, merge.Item(t, _RANK[m.topic()], m.offset(), now, (m, ev)))
+        good = immediate + [it.payload for it in self.merger.release(
+            now, self._caught_up, lambda _g: sorted(self._intake_sides))]
         if not good:
             return
         counts: Counter = Counter()
+        done: dict[tuple[str, int], int] = {}
         self.in_producer.begin_transaction()
-        for m in good:
-            self._forward(m, counts)
-        if self._commit(self.in_producer, self.in_consumer):
+        for m, ev in good:
+            self._forward(m, counts, ev)
+            key = (m.topic(), m.partition())
+            done[key] = max(done.get(key, 0), m.offset() + 1)
+        # only what was forwarded is committed: records still waiting are fetched again
+        positions = [TopicPartition(t, p, o) for (t, p), o in sorted(done.items())]
+        if self._commit(self.in_producer, self.in_consumer, positions):
             self._count(counts)
         else:
+            self.merger.clear()
+            self._fetched.clear()
             self._rewind(self.in_consumer)
 
     def _dead_letter(self, m, stage: str, reason: str, counts: Counter) -> None:
@@ -383,21 +444,22 @@ class AlarmProcessor:
         self.in_producer.produce(funnel_topic(), _json({"kind": kind, "event": event, "ts": ts}), key,
                                  partition=0)
 
-    def _forward(self, m, counts: Counter) -> None:
+    def _forward(self, m, counts: Counter, ev: dict | None = None) -> None:
         topic = m.topic()
         counts[("consumed", topic)] += 1
         if topic == TOPOLOGY_TOPIC and m.value() is None:  # compaction tombstone: the NE is gone
             if m.key():
                 self._send_funnel(m.key(), "ne_removed", {"ne_id": m.key().decode()}, m)
             return
-        try:
-            ev = codec.decode(m.value())
-        except codec.DecodeError as exc:
-            if topic == SUBSCRIBER_TOPIC:
-                counts[("outcome", "subscriber_skipped")] += 1
-            else:
-                self._dead_letter(m, "alarms.decode", str(exc), counts)
-            return
+        if ev is None:
+            try:
+                ev = codec.decode(m.value())
+            except codec.DecodeError as exc:
+                if topic == SUBSCRIBER_TOPIC:
+                    counts[("outcome", "subscriber_skipped")] += 1
+                else:
+                    self._dead_letter(m, "alarms.decode", str(exc), counts)
+                return
         et = ev.get("event_type")
         try:
             if topic == ALARM_TOPIC:

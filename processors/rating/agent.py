@@ -71,7 +71,8 @@ from typing import Any, Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from processors.rating import merge, rules
+from processors import merge
+from processors.rating import rules
 from telbus import codec, config, dlq, kafka, metrics
 
 log = logging.getLogger("telbus.rating")
@@ -88,6 +89,12 @@ GROUP = "telbus-rating"
 #: transaction.timeout.ms: how long a crashed worker's open transaction can hold back
 #: read_committed readers when no worker with its transactional.id comes back.
 TRANSACTION_TIMEOUT_MS = 10_000
+
+
+# Event-time alignment (processors/merge.py): per partition number, subscriber events and
+# CDRs are the two sides; at equal event time subscriber events go first (audit order).
+RANK_SUBSCRIBER, RANK_CDR = 1, 2
+SIDES = (RANK_SUBSCRIBER, RANK_CDR)
 
 
 def group_id() -> str:
@@ -309,11 +316,11 @@ class RatingProcessor:
             except codec.DecodeError:
                 immediate.append((m, None))   # _handle dead-letters it with the reason
                 continue
-            side = merge.RANK_CDR if m.topic() == CDR_TOPIC else merge.RANK_SUBSCRIBER
+            side = RANK_CDR if m.topic() == CDR_TOPIC else RANK_SUBSCRIBER
             t = ev.get("event_time")
             self.merger.add(m.partition(), side,
                             merge.Item(t if isinstance(t, int) else 0, side, m.offset(), now, (m, ev)))
-        good = immediate + [it.payload for it in self.merger.release(now, self._caught_up)]
+        good = immediate + [it.payload for it in self.merger.release(now, self._caught_up, lambda _p: SIDES)]
         if not good:
             return
         counts: Counter = Counter()
@@ -353,7 +360,7 @@ class RatingProcessor:
 
     def _caught_up(self, partition: int, side: int) -> bool:
         """Has ``side``'s topic partition been fetched to its high watermark (as last seen)?"""
-        topic = CDR_TOPIC if side == merge.RANK_CDR else SUBSCRIBER_TOPIC
+        topic = CDR_TOPIC if side == RANK_CDR else SUBSCRIBER_TOPIC
         tp = TopicPartition(topic, partition)
         try:
             _lo, hi = self.consumer.get_watermark_offsets(tp, cached=True)

@@ -1,5 +1,6 @@
-"""Event-time alignment of the co-partitioned rating inputs."""
-from processors.rating.merge import RANK_CDR, RANK_SUBSCRIBER, Item, Merger
+"""Event-time alignment (processors/merge.py) as the rating processor uses it, and N-way."""
+from processors.merge import Item, Merger
+from processors.rating.agent import RANK_CDR, RANK_SUBSCRIBER, SIDES
 
 
 def item(t, rank, off, arrived=0.0):
@@ -16,7 +17,7 @@ def test_merges_by_event_time_with_subscriber_events_first_on_ties():
         m.add(0, RANK_CDR, item(t, RANK_CDR, off))
     for off, t in enumerate([5, 20, 40]):
         m.add(0, RANK_SUBSCRIBER, item(t, RANK_SUBSCRIBER, off))
-    out = m.release(0.0, caught_up=lambda g, s: True)
+    out = m.release(0.0, caught_up=lambda g, s: True, sides=lambda g: SIDES)
     assert names(out) == ["S0", "C0", "S1", "C1", "C2", "S2"]
     assert m.pending() == 0
 
@@ -24,19 +25,19 @@ def test_merges_by_event_time_with_subscriber_events_first_on_ties():
 def test_cdrs_wait_for_a_subscriber_partition_that_is_not_caught_up():
     m = Merger(max_idle_s=0.5)
     m.add(3, RANK_CDR, item(100, RANK_CDR, 0, arrived=10.0))
-    assert m.release(10.1, caught_up=lambda g, s: False) == []
+    assert m.release(10.1, caught_up=lambda g, s: False, sides=lambda g: SIDES) == []
     # the subscriber event arrives: it is earlier, so it goes first
     m.add(3, RANK_SUBSCRIBER, item(50, RANK_SUBSCRIBER, 0, arrived=10.2))
-    assert names(m.release(10.2, caught_up=lambda g, s: False)) == ["S0"]
+    assert names(m.release(10.2, caught_up=lambda g, s: False, sides=lambda g: SIDES)) == ["S0"]
     # the CDR is released once the other side is caught up ...
-    assert names(m.release(10.3, caught_up=lambda g, s: True)) == ["C0"]
+    assert names(m.release(10.3, caught_up=lambda g, s: True, sides=lambda g: SIDES)) == ["C0"]
 
 
 def test_waiting_is_bounded():
     m = Merger(max_idle_s=0.5)
     m.add(1, RANK_CDR, item(100, RANK_CDR, 0, arrived=10.0))
-    assert m.release(10.49, caught_up=lambda g, s: False) == []
-    assert names(m.release(10.5, caught_up=lambda g, s: False)) == ["C0"]
+    assert m.release(10.49, caught_up=lambda g, s: False, sides=lambda g: SIDES) == []
+    assert names(m.release(10.5, caught_up=lambda g, s: False, sides=lambda g: SIDES)) == ["C0"]
 
 
 def test_groups_are_independent_and_drop_forgets_a_revoked_partition():
@@ -44,5 +45,17 @@ def test_groups_are_independent_and_drop_forgets_a_revoked_partition():
     m.add(0, RANK_CDR, item(1, RANK_CDR, 0))
     m.add(1, RANK_CDR, item(1, RANK_CDR, 0))
     m.drop(1)
-    out = m.release(0.0, caught_up=lambda g, s: g == 0)
+    out = m.release(0.0, caught_up=lambda g, s: g == 0, sides=lambda g: SIDES)
     assert len(out) == 1 and m.pending() == 0
+
+
+def test_n_way_group_waits_for_every_side_that_is_not_caught_up():
+    m = Merger(max_idle_s=5)
+    sides = [("a", 0), ("a", 1), ("t", 0)]
+    m.add("all", ("a", 0), Item(30, 2, 0, 0.0, "a0@30"))
+    m.add("all", ("a", 1), Item(10, 2, 0, 0.0, "a1@10"))
+    # ("t", 0) has nothing buffered and is not caught up: nothing may go yet
+    assert m.release(1.0, lambda g, s: s != ("t", 0), lambda g: sides) == []
+    m.add("all", ("t", 0), Item(20, 0, 0, 1.0, "t0@20"))
+    out = m.release(1.0, lambda g, s: True, lambda g: sides)
+    assert names(out) == ["a1@10", "t0@20", "a0@30"]
