@@ -123,7 +123,9 @@ def create_app() -> faust.App:
         # Commit (and so flush what agents sent, e.g. the views feed) twice a second: a
         # change is visible on every worker within a second, not Faust's default ~3 s.
         broker_commit_interval=0.5,
-        consumer_auto_offset_reset="earliest",
+        # Where a *new* group starts: the whole log by default (state is rebuilt from it);
+        # "latest" for a worker that must only see what comes after it joined.
+        consumer_auto_offset_reset=config.env("TELBUS_WORKER_OFFSET_RESET", "earliest"),
     )
 
 
