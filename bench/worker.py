@@ -28,14 +28,14 @@ class RatedWatcher(threading.Thread):
         self.count = 0
         self.seen_at: dict[str, float] = {}
         self.track = False
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self.c = kafka.consumer(f"bench-watch-{uuid.uuid4().hex[:8]}", **{"enable.partition.eof": False})
         md = self.c.list_topics(OUT_TOPIC, timeout=10)
         self.c.assign([TopicPartition(OUT_TOPIC, p, OFFSET_END) for p in md.topics[OUT_TOPIC].partitions])
         self.ready = threading.Event()
 
     def run(self):
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             msgs = self.c.consume(1000, 0.2)
             self.ready.set()
             now = time.monotonic()
@@ -51,7 +51,7 @@ class RatedWatcher(threading.Thread):
         self.c.close()
 
     def stop(self):
-        self._stop.set()
+        self._halt.set()
         self.join(10)
 
 
