@@ -550,38 +550,9 @@ class AlarmProcessor:
 
 def _register_faust_service() -> None:
     """Run the loop inside ``telbus worker`` (processors.commands imports this module)."""
-    import asyncio
+    from processors.hosting import host_in_worker
 
-    import mode
-
-    from processors.app import app
-
-    @app.service
-    class AlarmService(mode.Service):
-        """Runs :class:`AlarmProcessor` on a thread; a fatal error crashes the worker
-        (restart = rebuild from the log, which is always safe)."""
-
-        def __post_init__(self) -> None:
-            self.processor = AlarmProcessor()
-            self.thread: threading.Thread | None = None
-
-        async def on_started(self) -> None:
-            loop = asyncio.get_running_loop()
-
-            def target() -> None:
-                try:
-                    self.processor.run()
-                except BaseException as exc:  # noqa: BLE001 - reported to the worker
-                    log.exception("alarms: fatal error")
-                    asyncio.run_coroutine_threadsafe(self.crash(exc), loop)
-
-            self.thread = threading.Thread(target=target, name="telbus-alarms", daemon=True)
-            self.thread.start()
-
-        async def on_stop(self) -> None:
-            self.processor.stop()
-            if self.thread is not None:
-                await asyncio.get_running_loop().run_in_executor(None, self.thread.join, 30)
+    host_in_worker("alarms", AlarmProcessor)
 
 
 if config.env("TELBUS_ALARMS_IN_WORKER", "1") == "1":

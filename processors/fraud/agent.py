@@ -515,38 +515,9 @@ class FraudProcessor:
 
 def _register_faust_service() -> None:
     """Run the loop inside ``telbus worker`` (processors.commands imports this module)."""
-    import asyncio
+    from processors.hosting import host_in_worker
 
-    import mode
-
-    from processors.app import app
-
-    @app.service
-    class FraudService(mode.Service):
-        """Runs :class:`FraudProcessor` on a thread; a fatal error crashes the worker
-        (restart = rebuild from the log, which is always safe)."""
-
-        def __post_init__(self) -> None:
-            self.processor = FraudProcessor()
-            self.thread: threading.Thread | None = None
-
-        async def on_started(self) -> None:
-            loop = asyncio.get_running_loop()
-
-            def target() -> None:
-                try:
-                    self.processor.run()
-                except BaseException as exc:  # noqa: BLE001 - reported to the worker
-                    log.exception("fraud: fatal error")
-                    asyncio.run_coroutine_threadsafe(self.crash(exc), loop)
-
-            self.thread = threading.Thread(target=target, name="telbus-fraud", daemon=True)
-            self.thread.start()
-
-        async def on_stop(self) -> None:
-            self.processor.stop()
-            if self.thread is not None:
-                await asyncio.get_running_loop().run_in_executor(None, self.thread.join, 30)
+    host_in_worker("fraud", FraudProcessor)
 
 
 if config.env("TELBUS_FRAUD_IN_WORKER", "1") == "1" and __name__ != "__main__":

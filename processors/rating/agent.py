@@ -60,14 +60,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import sys
 import threading
 import time
 import uuid
 from collections import Counter
-from typing import Any, Callable
+from typing import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
@@ -442,45 +441,14 @@ class RatingProcessor:
 # -- hosting ------------------------------------------------------------------------------
 
 def _register_faust_service() -> None:
-    """Run the loop inside ``telbus worker`` (processors.commands imports this module)."""
-    import asyncio
+    """Run the loop inside ``telbus worker`` (processors.commands imports this module).
 
-    import mode
+    Started with the app rather than after Faust's group assignment and table recovery:
+    rating has its own group (static membership) and its own state, so after a kill -9 it
+    resumes at once instead of waiting for the dead member's Faust session to expire."""
+    from processors.hosting import host_in_worker
 
-    from processors.app import app
-
-    class RatingService(mode.Service):
-        """Runs :class:`RatingProcessor` on a thread; a fatal error crashes the worker
-        (restart = rebuild from the log, which is always safe).
-
-        Added as a child of the app rather than with ``@app.service``: Faust starts
-        ``@app.service`` services only after its own group assignment and table recovery,
-        which after a kill -9 waits for the dead member's Faust session to expire. Rating
-        has its own group (static membership) and its own state, so it starts at once."""
-
-        def __post_init__(self) -> None:
-            self.processor = RatingProcessor()
-            self.thread: threading.Thread | None = None
-
-        async def on_started(self) -> None:
-            loop = asyncio.get_running_loop()
-
-            def target() -> None:
-                try:
-                    self.processor.run()
-                except BaseException as exc:  # noqa: BLE001 - reported to the worker
-                    log.exception("rating: fatal error")
-                    asyncio.run_coroutine_threadsafe(self.crash(exc), loop)
-
-            self.thread = threading.Thread(target=target, name="telbus-rating", daemon=True)
-            self.thread.start()
-
-        async def on_stop(self) -> None:
-            self.processor.stop()
-            if self.thread is not None:
-                await asyncio.get_running_loop().run_in_executor(None, self.thread.join, 30)
-
-    app.add_dependency(RatingService())
+    host_in_worker("rating", RatingProcessor, start_early=True)
 
 
 if config.env("TELBUS_RATING_IN_WORKER", "1") == "1":

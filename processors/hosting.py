@@ -1,0 +1,61 @@
+"""Hosting a blocking processor loop inside ``telbus worker``.
+
+Rating, fraud and alarm correlation run confluent-kafka transactional loops (librdkafka
+calls block), each on a thread of its own inside the Faust worker process, which keeps the
+process lifecycle, signals and the subscription agent. A fatal error in a loop crashes the
+worker: a restart rebuilds every state from the log, which is always safe.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+
+def host_in_worker(name: str, make_processor: Callable[[], object], start_early: bool = False) -> None:
+    """Run ``make_processor().run()`` on a thread while the worker runs; ``stop()`` at exit.
+
+    ``start_early``: start with the app itself instead of after Faust's own group assignment
+    and table recovery (which, after a kill -9, waits for the dead member's Faust session
+    to expire). For loops with their own group and state that must not wait on Faust's.
+    """
+    import asyncio
+    import threading
+
+    import mode
+
+    from processors.app import app
+
+    log = logging.getLogger(f"telbus.{name}")
+
+    class ProcessorService(mode.Service):
+        def __post_init__(self) -> None:
+            self.processor = make_processor()
+            self.thread: threading.Thread | None = None
+
+        async def on_started(self) -> None:
+            loop = asyncio.get_running_loop()
+
+            def target() -> None:
+                try:
+                    self.processor.run()
+                except BaseException as exc:  # noqa: BLE001 - reported to the worker
+                    log.exception("%s: fatal error", name)
+                    asyncio.run_coroutine_threadsafe(self.crash(exc), loop)
+
+            self.thread = threading.Thread(target=target, name=f"telbus-{name}", daemon=True)
+            self.thread.start()
+
+        async def on_stop(self) -> None:
+            self.processor.stop()
+            if self.thread is not None:
+                await asyncio.get_running_loop().run_in_executor(None, self.thread.join, 30)
+
+    # A named class in this module (mode resolves services by module and qualified name),
+    # so logs say RatingService, FraudService, AlarmsService.
+    cls_name = f"{name.capitalize()}Service"
+    cls = type(cls_name, (ProcessorService,), {"__module__": __name__, "__qualname__": cls_name})
+    globals()[cls_name] = cls
+    if start_early:
+        app.add_dependency(cls())
+    else:
+        app.service(cls)
