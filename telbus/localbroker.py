@@ -170,7 +170,7 @@ class LocalBroker:
             for name, password in sorted(self.scram_users.items()):
                 scram += ["--add-scram", f"{self.scram_mechanism}=[name={name},password={password}]"]
             res = subprocess.run([java, f"-Dlog4j.configuration=file:{LOG4J}", "-cp", cp,
-                                  "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props), *scram],
+                                  "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(props), *scram],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             if res.returncode != 0:
                 # the arguments carry passwords: report the tool's message, never the command
