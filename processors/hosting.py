@@ -59,3 +59,21 @@ def host_in_worker(name: str, make_processor: Callable[[], object], start_early:
         app.add_dependency(cls())
     else:
         app.service(cls)
+
+
+def run_standalone(name: str, processor_cls) -> int:
+    """Run one transactional loop as a process of its own (``python -m processors.<name>.agent``):
+    metrics, SIGTERM/SIGINT stop it cleanly, ready once it consumes."""
+    import signal
+
+    from telbus import config, metrics, stack
+
+    logging.basicConfig(level=config.env("TELBUS_LOGLEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    process = config.env("TELBUS_PROCESS_NAME", name)
+    metrics.serve(process)
+    proc = processor_cls(process=process)
+    signal.signal(signal.SIGTERM, lambda *_: proc.stop())
+    signal.signal(signal.SIGINT, lambda *_: proc.stop())
+    proc.run(on_ready=lambda: stack.mark_ready(process))
+    return 0

@@ -64,7 +64,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import sys
 import threading
 import time
@@ -560,17 +559,9 @@ if config.env("TELBUS_ALARMS_IN_WORKER", "1") == "1":
 
 
 def main() -> int:
-    logging.basicConfig(level=config.env("TELBUS_LOGLEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from telbus import stack
+    from processors.hosting import run_standalone
 
-    process = config.env("TELBUS_PROCESS_NAME", "alarms")
-    metrics.serve(process)
-    proc = AlarmProcessor(process=process)
-    signal.signal(signal.SIGTERM, lambda *_: proc.stop())
-    signal.signal(signal.SIGINT, lambda *_: proc.stop())
-    proc.run(on_ready=lambda: stack.mark_ready(process))
-    return 0
+    return run_standalone("alarms", AlarmProcessor)
 
 
 if __name__ == "__main__":

@@ -70,7 +70,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import sys
 import threading
 import time
@@ -525,17 +524,9 @@ if config.env("TELBUS_FRAUD_IN_WORKER", "1") == "1" and __name__ != "__main__":
 
 
 def main() -> int:
-    logging.basicConfig(level=config.env("TELBUS_LOGLEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from telbus import stack
+    from processors.hosting import run_standalone
 
-    process = config.env("TELBUS_PROCESS_NAME", "fraud")
-    metrics.serve(process)
-    proc = FraudProcessor(process=process)
-    signal.signal(signal.SIGTERM, lambda *_: proc.stop())
-    signal.signal(signal.SIGINT, lambda *_: proc.stop())
-    proc.run(on_ready=lambda: stack.mark_ready(process))
-    return 0
+    return run_standalone("fraud", FraudProcessor)
 
 
 if __name__ == "__main__":
