@@ -5,7 +5,7 @@ TELBUS  := .venv/bin/telbus
 PIP     := .venv/bin/pip --cache-dir .cache/pip
 STAMP   := .venv/.installed
 
-.PHONY: run test unit integration up down clean bench install jars status
+.PHONY: run test unit integration up down clean bench chaos soak install jars status
 
 run: $(STAMP) ## set up, start the stack, publish the demo workload, show what came out
 	$(TELBUS) up
@@ -46,3 +46,9 @@ status: $(STAMP)
 
 bench: $(STAMP) jars ## benchmarks: writes bench/results/*.json
 	$(PY) -m bench.run
+
+chaos: $(STAMP) jars ## fault suite on a private broker: writes bench/results/chaos.json
+	$(PY) -m tests.chaos
+
+soak: $(STAMP) jars ## 20 minutes at half the measured maximum: writes bench/results/soak.json
+	$(PY) -m bench.soak
