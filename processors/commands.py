@@ -51,6 +51,16 @@ def run_worker(args) -> int:
         lag.start(group, inputs)
     metrics.register_endpoint(process, "views", f"http://{app.conf.web_host}:{app.conf.web_port}/views")
 
+    from processors import failfast
+
+    @app.timer(1.0)
+    async def watch_for_crashes() -> None:
+        """Faust restarts nothing that crashed inside it (its consumer, table recovery):
+        stop the worker instead of running on without it (see failfast.py)."""
+        crashed = failfast.crashed_services(app)
+        if crashed:
+            failfast.fail("faust", "; ".join(crashed))
+
     class TelbusWorker(Worker):
         async def on_startup_finished(self) -> None:
             await super().on_startup_finished()
@@ -59,8 +69,19 @@ def run_worker(args) -> int:
 
     worker = TelbusWorker(app, loglevel=args.loglevel, quiet=True, override_logging=True)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    worker.execute_from_commandline()
-    return 0
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        if failfast.failure() is None:
+            raise
+        status = 1
+    else:   # pragma: no cover - execute_from_commandline always raises SystemExit
+        status = 0
+    if failfast.failure() is not None:
+        logging.getLogger("telbus.worker").critical("worker stopped: %s", failfast.failure())
+    return failfast.exit_status(status)
 
 
 def register(sub) -> None:

@@ -2,8 +2,9 @@
 
 Rating, fraud and alarm correlation run confluent-kafka transactional loops (librdkafka
 calls block), each on a thread of its own inside the Faust worker process, which keeps the
-process lifecycle, signals and the subscription agent. A fatal error in a loop crashes the
-worker: a restart rebuilds every state from the log, which is always safe.
+process lifecycle, signals and the subscription agent. A fatal error in a loop stops the
+whole worker with a non-zero status (``processors/failfast.py``): a restart rebuilds every
+state from the log, which is always safe.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ def host_in_worker(name: str, make_processor: Callable[[], object], start_early:
 
     import mode
 
+    from processors import failfast
     from processors.app import app
 
     log = logging.getLogger(f"telbus.{name}")
@@ -31,21 +33,24 @@ def host_in_worker(name: str, make_processor: Callable[[], object], start_early:
         def __post_init__(self) -> None:
             self.processor = make_processor()
             self.thread: threading.Thread | None = None
+            self.processor_stopping = False
 
         async def on_started(self) -> None:
-            loop = asyncio.get_running_loop()
-
             def target() -> None:
                 try:
                     self.processor.run()
                 except BaseException as exc:  # noqa: BLE001 - reported to the worker
                     log.exception("%s: fatal error", name)
-                    asyncio.run_coroutine_threadsafe(self.crash(exc), loop)
+                    failfast.fail(name, exc)
+                else:
+                    if not self.processor_stopping:
+                        failfast.fail(name, "its loop ended without being asked to stop")
 
             self.thread = threading.Thread(target=target, name=f"telbus-{name}", daemon=True)
             self.thread.start()
 
         async def on_stop(self) -> None:
+            self.processor_stopping = True
             self.processor.stop()
             if self.thread is not None:
                 await asyncio.get_running_loop().run_in_executor(None, self.thread.join, 30)

@@ -128,6 +128,7 @@ class Sink:
         self._paused = False
         self._assigned: list = []
         self._decode = None
+        self.refused: str | None = None
         self.stats = {"inserted": 0, "dlq": 0, "skipped": 0, "batches": 0, "retries": 0}
 
     # -- setup -------------------------------------------------------------------------
@@ -202,10 +203,22 @@ class Sink:
             "enable.partition.eof": False,
             "fetch.min.bytes": 1,
             "queued.max.messages.kbytes": 262144,
+            "error_cb": self._on_kafka_error,
         })
-        self.producer = kafka.producer()
+        self.producer = kafka.producer(error_cb=self._on_kafka_error)
         self.consumer.subscribe(self.topics(), on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_revoke)
+
+    def _on_kafka_error(self, err) -> None:
+        """Refused credentials or TLS: stop with the reason (exit 1) instead of retrying
+        several times a second forever; anything else librdkafka retries by itself."""
+        from telbus import kafka
+
+        reason = kafka.refusal(err)
+        if reason and self.refused is None:
+            self.refused = reason
+            log.error("Kafka refused the sink's connection (%s); stopping", reason)
+            self.stop_event.set()
 
     # -- rebalance ---------------------------------------------------------------------
     def _on_assign(self, consumer, partitions) -> None:
@@ -669,4 +682,4 @@ def main(batch_rows: int | None = None, batch_ms: int | None = None, serve_query
              len(sink.topics()), cfg.batch_rows, cfg.batch_ms)
     stats = sink.run()
     log.info("sink stopped: %s", stats)
-    return 0
+    return 1 if sink.refused else 0

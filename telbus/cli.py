@@ -86,8 +86,11 @@ def cmd_produce(args) -> int:
             else:
                 pub.send(args.topic, event)
     report = pub.flush()
-    for f in report.failed:
-        print(f"delivery failed: {f}", file=sys.stderr)
+    if pub.fatal:   # credentials, TLS, ACLs: one message that says why, not one per record
+        print(f"telbus produce: Kafka refused the records: {pub.fatal}", file=sys.stderr)
+    else:
+        for f in report.failed:
+            print(f"telbus produce: delivery failed: {f}", file=sys.stderr)
     print(json.dumps({"topic": args.topic, "published": report.delivered, "rejected_lines": bad,
                       "failed": len(report.failed)}), file=sys.stderr)
     return 1 if bad or report.failed else 0
@@ -215,8 +218,13 @@ def main(argv=None) -> int:
     except Exception as exc:
         from confluent_kafka import KafkaException
 
+        from telbus.kafka import Refused
+
         if isinstance(exc, KafkaException):   # unreachable cluster, credentials, ACLs: one line
             print(f"telbus: Kafka error: {exc.args[0].str() if exc.args else exc}", file=sys.stderr)
+            return 1
+        if isinstance(exc, Refused):
+            print(f"telbus: {exc}", file=sys.stderr)
             return 1
         raise
 

@@ -59,18 +59,48 @@ def consumer(group: str | None = None, **extra) -> Consumer:
     return Consumer(_layered(defaults, extra))
 
 
+class Refused(RuntimeError):
+    """The cluster refused this client's credentials or TLS setup: no retry cures that."""
+
+
+#: librdkafka errors that mean "these credentials / this TLS setup will never work"
+_REFUSAL_CODES = ("_AUTHENTICATION", "SASL_AUTHENTICATION_FAILED", "_SSL")
+
+
+def refusal(err) -> str | None:
+    """The reason, if a client error (error_cb's KafkaError) is a refusal; else None."""
+    name = err.name() if hasattr(err, "name") else str(err)
+    if any(c in name for c in _REFUSAL_CODES):
+        return f"{name}: {err.str() if hasattr(err, 'str') else err}"
+    return None
+
+
 def wait_for_cluster(timeout: float = 60.0) -> None:
-    """Block until the cluster answers metadata requests, or raise with the last error."""
+    """Block until the cluster answers metadata requests, or raise with the last error.
+
+    Raises :class:`Refused` as soon as the cluster refuses the credentials or the TLS
+    handshake fails: a daemon then exits with the reason instead of retrying forever.
+    """
+    refused: list[str] = []
+
+    def on_error(err) -> None:
+        r = refusal(err)
+        if r:
+            refused.append(r)
+
     deadline = time.monotonic() + timeout
     last = None
-    a = admin()
+    a = AdminClient(_layered({}, {"error_cb": on_error}))
     while time.monotonic() < deadline:
         try:
-            md = a.list_topics(timeout=5)
-            if md.brokers:
+            md = a.list_topics(timeout=2)
+            if md.brokers and not refused:
                 return
         except KafkaException as exc:
             last = exc
+        a.poll(0)
+        if refused:
+            raise Refused(f"Kafka at {config.bootstrap()} refused the connection: {refused[0]}")
         time.sleep(0.2)
     raise TimeoutError(f"Kafka at {config.bootstrap()} did not answer within {timeout:.0f}s: {last}")
 
@@ -126,19 +156,34 @@ class Publisher:
             except KafkaException as exc:   # refused by the client itself (e.g. too large)
                 self.report.failed.append(f"{topic}: {exc.args[0].str() if exc.args else exc}")
                 break
-        self.producer.poll(0)
+        try:
+            self.producer.poll(0)
+        except (KafkaException, SystemError) as exc:
+            self.fatal = self.fatal or _fatal_reason(exc)
 
     def flush(self, timeout: float = 60.0) -> DeliveryReport:
         """Wait for delivery; give up early on an error no retry can cure (credentials, ACLs)."""
         deadline = time.monotonic() + timeout
         remaining = len(self.producer)
         while remaining and not self.fatal and time.monotonic() < deadline:
-            remaining = self.producer.flush(min(1.0, max(0.0, deadline - time.monotonic())))
+            try:
+                remaining = self.producer.flush(min(1.0, max(0.0, deadline - time.monotonic())))
+            except (KafkaException, SystemError) as exc:
+                # librdkafka's fatal errors (e.g. no permission to get a producer id) surface
+                # from flush itself, sometimes wrapped in a SystemError by the callbacks' layer
+                self.fatal = self.fatal or _fatal_reason(exc)
         if self.fatal:
             self.report.failed.append(f"gave up: {self.fatal}")
         elif remaining:
             self.report.failed.append(f"{remaining} record(s) not delivered within {timeout:.0f}s")
         return self.report
+
+
+def _fatal_reason(exc: BaseException) -> str:
+    for e in (exc, exc.__cause__, exc.__context__):
+        if isinstance(e, KafkaException) and e.args and hasattr(e.args[0], "name"):
+            return f"{e.args[0].name()}: {e.args[0].str()}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def publish_schemas(codec: Codec | None = None) -> int:

@@ -215,6 +215,18 @@ async def _dead_letter(event, reject) -> None:
 
 @app.agent(inputs, name="subscription-sync")
 async def subscription_sync(stream):
+    """Faust would leave a crashed agent dead while the worker runs on and commits past
+    its input: a crash stops the whole worker instead (processors/failfast.py)."""
+    try:
+        await _sync(stream)
+    except Exception as exc:
+        from processors import failfast
+
+        failfast.fail("subscription-sync", exc)
+        raise
+
+
+async def _sync(stream) -> None:
     process = _process_name()
     async for event in stream.events():
         msg = event.message

@@ -148,8 +148,6 @@ def test_redact_hides_secret_settings(key):
     assert shown["sasl.username"] == "worker" and shown["security.protocol"] == "SASL_SSL"
 
 
-@pytest.mark.xfail(reason="telbus/config.py SECRET_KEYS: librdkafka's inline private key ssl.key.pem is printed by "
-                          "telbus status (gap reported)", strict=False)
 def test_redact_hides_an_inline_private_key():
     assert config.redact({"ssl.key.pem": "-----BEGIN PRIVATE KEY-----..."})["ssl.key.pem"] == "***"
 

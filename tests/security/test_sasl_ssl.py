@@ -196,17 +196,12 @@ def test_wrong_credentials_are_refused_with_a_clear_error(refusals, secure_clust
         assert produce_summary(res.stderr)["published"] == 0
 
 
-@pytest.mark.xfail(reason="telbus/kafka.py Publisher.flush waits its full 60 s timeout on an authentication "
-                          "failure and only librdkafka's repeated log lines say why (gap reported)", strict=False)
 def test_wrong_password_fails_fast_with_one_telbus_message(refusals):
     res, elapsed = refusals["produce wrong password"]
     assert elapsed < 20
     assert any(line.startswith("telbus") and "authentication" in line.lower() for line in res.stderr.splitlines())
 
 
-@pytest.mark.xfail(reason="telbus/cli.py: cmd_consume (assign_all) and cmd_topics let KafkaException escape as a "
-                          "traceback ('Broker transport failure') instead of a one-line error (gap reported)",
-                   strict=False)
 @pytest.mark.parametrize("name", ["consume wrong password", "topics wrong password", "topics other CA"])
 def test_refused_commands_print_no_traceback(refusals, name):
     res, _ = refusals[name]
@@ -262,9 +257,6 @@ def test_principal_without_any_write_permission_is_refused(secure_cluster):
     assert "authorization failed" in res.stderr.lower(), res.stderr[-2000:]
 
 
-@pytest.mark.xfail(reason="telbus/kafka.py Publisher._on_delivery: after librdkafka's fatal "
-                          "CLUSTER_AUTHORIZATION_FAILED the delivery callback dies with SystemError in "
-                          "msg.topic() and the CLI prints a traceback (gap reported)", strict=False)
 def test_principal_without_any_write_permission_gets_no_traceback(secure_cluster):
     res = as_user(secure_cluster, "reader", "produce", "sec.login.events",
                   input=jl(SAMPLES["sec.login.events"][0]), timeout=150)
@@ -387,11 +379,7 @@ def test_http_endpoints_bind_to_loopback_by_default(secure_cluster, stack):
 
 
 @pytest.mark.parametrize("name", [
-    pytest.param("worker", marks=pytest.mark.xfail(
-        reason="processors/app.py create_app sets web_host but not web_bind, and Faust binds its web server "
-               "(the subscription views) to web_bind's default 0.0.0.0, all interfaces, without a token "
-               "(gap reported: web_bind=config.http_host())", strict=False)),
-    "sink"])
+    "worker", "sink"])
 def test_processes_listen_on_loopback_only(stack, name):
     """What the processes actually bind, not only the URLs they advertise."""
     import ipaddress
@@ -486,9 +474,6 @@ def test_worker_with_a_wrong_password_says_why_and_never_gets_ready(secure_clust
     assert_no_secret(log, secure_cluster, "worker log (wrong password)")
 
 
-@pytest.mark.xfail(reason="processors (rating service shell): after Faust gives up on a wrong password the "
-                          "worker hangs in 'RatingService: Stopping...' (its librdkafka loop still waits for "
-                          "the cluster) instead of exiting non-zero (gap reported)", strict=False)
 def test_worker_with_a_wrong_password_exits(refused_daemons):
     rc, _, elapsed = refused_daemons["worker"]
     assert rc not in (None, 0), f"worker still running after {elapsed:.0f}s or exited 0"
@@ -501,9 +486,6 @@ def test_sink_with_a_wrong_password_says_why_and_never_gets_ready(secure_cluster
     assert_no_secret(log, secure_cluster, "sink log (wrong password)")
 
 
-@pytest.mark.xfail(reason="sinks/sink.py: with a wrong password the sink retries forever, logging librdkafka's "
-                          "authentication error several times a second, instead of exiting non-zero (gap reported)",
-                   strict=False)
 def test_sink_with_a_wrong_password_exits(refused_daemons):
     rc, _, _ = refused_daemons["sink"]
     assert rc is not None and rc != 0
