@@ -22,6 +22,7 @@ with exponential backoff; ``telbus_sink_insert_retries_total`` and
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -48,6 +49,10 @@ SKIPPED = Counter("telbus_sink_skipped_total", "Re-delivered records already in 
 STORE_UP = Gauge("telbus_sink_store_up", "1 while the last store operation succeeded")
 COMMITTED = Gauge("telbus_sink_committed_offset", "Last committed offset", ["topic", "partition"])
 QUERIES = Counter("telbus_sink_queries_total", "Queries served by the read-only endpoint")
+
+
+#: seconds between full garbage collections in the consume loop (see Sink.run)
+GC_EVERY_S = 30.0
 
 
 def _int_env(name: str, default: int) -> int:
@@ -594,6 +599,17 @@ class Sink:
         last_lag = 0.0
         handled = 0
         last_msg = time.monotonic()
+        # Garbage collection on our terms: the loop allocates ~10 objects per record and
+        # none of them in reference cycles (reference counting frees them), but CPython's
+        # automatic collector traverses the whole batch in flight again and again (measured
+        # in make bench: 11 -> 7 us of CPU per row without it). What start-up built is
+        # frozen out of every collection; a full collection every GC_EVERY_S frees any
+        # cycle all the same (exceptions with tracebacks, rebalances).
+        gc.collect()
+        gc.freeze()
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        last_gc = time.monotonic()
         try:
             while not self.stop_event.is_set():
                 want = max(1, min(10_000, self.cfg.batch_rows - self.writer.pending_rows))
@@ -619,6 +635,9 @@ class Sink:
                 if now - last_lag > 5:
                     self._update_lag()
                     last_lag = now
+                if now - last_gc > GC_EVERY_S:
+                    gc.collect()
+                    last_gc = now
                 if self.query_server is not None and self.query_server._httpd is not None:
                     q = self.query_server._httpd.queries
                     if q:
@@ -632,6 +651,9 @@ class Sink:
                 self._start_flush(max_attempts=5)
                 self._wait_flight(abort_after_s=60.0)
         finally:
+            if gc_was_enabled:
+                gc.enable()
+            gc.unfreeze()
             self.close()
         return dict(self.stats)
 
