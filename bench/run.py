@@ -2,7 +2,9 @@
 
 Writes ``bench/results/<name>.json``. Sizes: ``TELBUS_BENCH_CDRS`` (default 1,000,000),
 ``TELBUS_BENCH_SUBSCRIBERS`` (default 20,000: a realistic ~50 CDRs per subscriber a day),
-``TELBUS_BENCH_ONLY`` (comma list of r1,r2,r3,sink,fraud,alarms).
+``TELBUS_BENCH_ONLY`` (comma list of load,r1,r2,r3,sink,fraud,alarms,scale; the shared
+1M-CDR broker is started only for the first five). Scale-out: ``TELBUS_BENCH_SCALE_CDRS``
+(default 300,000) on a broker of its own, see ``bench/scale.py``.
 """
 from __future__ import annotations
 
@@ -27,15 +29,16 @@ def main() -> int:
 
     from telbus.localbroker import LocalBroker
 
-    broker = LocalBroker(bench_dir / "kafka")
-    t = time.monotonic()
-    broker.start()
-    os.environ["TELBUS_KAFKA_BOOTSTRAP"] = broker.bootstrap
-    print(f"bench broker at {broker.bootstrap} ({time.monotonic() - t:.1f}s)")
-    try:
-        _run(n, subs, want)
-    finally:
-        broker.stop()
+    if any(want(name) for name in ("load", "r1", "r2", "r3", "sink")):
+        broker = LocalBroker(bench_dir / "kafka")
+        t = time.monotonic()
+        broker.start()
+        os.environ["TELBUS_KAFKA_BOOTSTRAP"] = broker.bootstrap
+        print(f"bench broker at {broker.bootstrap} ({time.monotonic() - t:.1f}s)")
+        try:
+            _run(n, subs, want)
+        finally:
+            broker.stop()
     from bench import common
     from bench import processors as pbench
 
@@ -45,6 +48,10 @@ def main() -> int:
         common.write("fraud", _fresh_broker_phase(bench_dir, "fraud", lambda: pbench.fraud(fsubs, fcdrs)))
     if want("alarms"):
         common.write("alarms", _fresh_broker_phase(bench_dir, "alarms", pbench.alarms))
+    if want("scale"):
+        from bench import scale
+
+        common.write("scale", _fresh_broker_phase(bench_dir, "scale", scale.bench))
     return 0
 
 
