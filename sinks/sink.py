@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from sinks import avrofast
+
 log = logging.getLogger("telbus.sink")
 
 GROUP = "telbus-sink"
@@ -318,8 +320,13 @@ class Sink:
             self.stats["skipped"] += 1
 
     def handle_many(self, msgs, decode) -> dict[str, int]:
-        """:meth:`handle` for a list of messages, with the fast path inlined (the hot loop:
-        no decode, one fence lookup, one append per record). Returns records per topic."""
+        """:meth:`handle` for a list of messages, with the fast path inlined: the hot loop.
+        Returns records per topic.
+
+        ``consume`` returns records in runs of one partition, so what depends only on the
+        partition (the fence, the batch list, where to commit) is looked up once per run,
+        and the fast-path plan once per run of one schema (the 10-byte header repeats).
+        """
         from confluent_kafka import KafkaError
 
         w = self.writer
@@ -328,11 +335,12 @@ class Sink:
         if self._first_at is None:
             self._first_at = time.monotonic()
         fast = w.fast
-        magic = b"\xc3\x01"
         plans_all = w._plans
-        fences = w._fence
         encoded = w.batch.encoded
         skipped = 0
+        run_topic, run_p, run_n, run_o = None, -1, 0, -1
+        head, plan = None, None       # single-object header (magic + fingerprint) and its plan
+        fence_last, lst = _UNKNOWN, None
         for msg in msgs:
             err = msg.error()
             if err is not None:
@@ -342,34 +350,46 @@ class Sink:
             topic = msg.topic()
             p = msg.partition()
             o = msg.offset()
-            nxt[(topic, p)] = o + 1
-            per_topic[topic] = per_topic.get(topic, 0) + 1
+            if p != run_p or topic != run_topic:          # a new run of one partition
+                if run_n:
+                    nxt[(run_topic, run_p)] = run_o + 1
+                    per_topic[run_topic] = per_topic.get(run_topic, 0) + run_n
+                run_topic, run_p, run_n = topic, p, 0
+                head, plan, fence_last, lst = None, None, _UNKNOWN, None
+            run_n += 1
+            run_o = o
             value = msg.value()
             ts_type, ts = msg.timestamp()
             if not ts_type or ts < 0:
                 ts = 0
-            if fast and value is not None and len(value) > 10 and value[:2] == magic:
-                plans = plans_all.get(topic)
-                plan = plans.get(value[2:10], _UNKNOWN) if plans is not None else _UNKNOWN
-                if plan is _UNKNOWN:
-                    plan = w.plan(topic, value[2:10])
+            if fast and value is not None and len(value) > 10:
+                if head is None or not value.startswith(head):
+                    head = value[:10]
+                    if head.startswith(avrofast.MAGIC):
+                        plans = plans_all.get(topic)
+                        plan = plans.get(head[2:], _UNKNOWN) if plans is not None else _UNKNOWN
+                        if plan is _UNKNOWN:
+                            plan = w.plan(topic, head[2:])
+                    else:
+                        plan = None
                 if plan is not None:
-                    fence = fences.get(topic)
-                    if fence is None:
-                        fence = w.fence(topic)
-                    last = fence.get(p)
-                    if last is not None and o <= last:
+                    if fence_last is _UNKNOWN:
+                        fence_last = w.fence(topic).get(p)
+                        lst = encoded.get(topic)
+                        if lst is None:
+                            lst = encoded[topic] = []
+                    if fence_last is not None and o <= fence_last:
                         skipped += 1
                         SKIPPED.labels(topic).inc()
                         continue
-                    lst = encoded.get(topic)
-                    if lst is None:
-                        lst = encoded[topic] = []
                     lst.append((p, o, ts, value, msg))
                     continue
             if self._add_decoded(msg, topic, value, p, o, ts, decode) is False:
                 skipped += 1
                 SKIPPED.labels(topic).inc()
+        if run_n:
+            nxt[(run_topic, run_p)] = run_o + 1
+            per_topic[run_topic] = per_topic.get(run_topic, 0) + run_n
         if skipped:
             w.skipped += skipped
             self.stats["skipped"] += skipped
