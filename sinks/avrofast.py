@@ -4,10 +4,10 @@ A record in single-object encoding whose fingerprint is the *current* schema of 
 type that maps 1:1 onto its table (no PII to hash, no nested record to flatten, no array
 of records) is not decoded by the sink at all. Its Avro body is framed into an Avro
 object container, one record per block, and inserted with ``FORMAT Avro``; the engine
-parses it in C++. The Kafka metadata and ``event_type`` travel as extra fields appended to
-the record: Avro binary is the concatenation of the fields in order, so ``body`` followed
-by the encodings of ``_partition``, ``_offset``, ``_timestamp``, ``event_type``, ``_topic``
-is a valid record of the writer schema extended by those fields.
+parses it in C++. Avro binary is the concatenation of the fields in order, so the Kafka
+value as it is (its 10-byte header read as a leading ``fixed`` field no column takes, then
+the body) followed by the encodings of ``_partition``, ``_offset``, ``_timestamp``,
+``event_type``, ``_topic`` is a valid record of the writer schema extended by those fields.
 
 One record per block keeps records isolated (a block's bytes cannot be consumed by the
 next record). A body the engine cannot parse fails the INSERT; the writer then decodes
@@ -33,6 +33,13 @@ META_FIELDS = [
     {"name": "event_type", "type": "string"},
     {"name": "_topic", "type": "string"},
 ]
+
+#: The record's own 10-byte single-object header (magic + fingerprint) read as a leading
+#: ``fixed`` field that no column takes (the engine skips fields without a column): the
+#: Kafka value goes into the container as it is, without a copy of its body.
+HEADER_FIELD = {"name": "_telbus_header",
+                "type": {"type": "fixed", "name": "TelbusSingleObjectHeader", "namespace": "telbus.sink", "size": 10}}
+
 
 def zigzag(n: int) -> bytes:
     """Avro ``long``/``int`` encoding (zig-zag varint)."""
@@ -77,7 +84,7 @@ def eligible(table: Table, event_type: str) -> bool:
 def plan_for(table: Table, event_type: str, schema_json: str, fingerprint: int) -> AvroPlan:
     schema = json.loads(schema_json)
     extended = dict(schema)
-    extended["fields"] = list(schema["fields"]) + META_FIELDS
+    extended["fields"] = [HEADER_FIELD] + list(schema["fields"]) + META_FIELDS
     meta = {"avro.schema": json.dumps(extended, separators=(",", ":")).encode(), "avro.codec": b"null"}
     header = bytearray(b"Obj\x01")
     header += zigzag(len(meta))
@@ -109,16 +116,16 @@ def container(plan: AvroPlan, records: list[tuple]) -> bytes:
     """``records``: (partition, offset, timestamp_ms, value, source) sorted by partition and
     offset, with value the single-object bytes (header 10 bytes, then the Avro body).
 
-    The hot loop of the sink (one pass per record, on the main thread): plain ``bytes``
-    slices (a ``memoryview`` per record made the final join several times slower), the
-    partition's encoding kept while the partition does not change, timestamps encoded once
-    each (records of one millisecond share it).
+    The hot loop of the sink (one pass per record, on the main thread): the value is not
+    sliced or copied before the final join (a ``memoryview`` per record made that join
+    several times slower), the partition's encoding is kept while the partition does not
+    change, timestamps are encoded once each (records of one millisecond share it).
     """
     parts = [plan.header]
     append = parts.append
     tail = plan.tail + SYNC
-    # block size = body (value minus its 10-byte header) + meta + tail, without the sync
-    overhead = 10 + len(SYNC)
+    # block size = value (header field + body) + meta + tail, without the sync
+    overhead = len(SYNC)
     heads = _BLOCK_HEAD
     obytes = _offset_bytes
     tcache: dict[int, bytes] = {}
@@ -132,6 +139,6 @@ def container(plan: AvroPlan, records: list[tuple]) -> bytes:
         meta = pb + obytes(o) + tb + tail
         size = len(value) + len(meta) - overhead
         append(heads[size] if size < 16384 else b"\x02" + zigzag(size))
-        append(value[10:])
+        append(value)
         append(meta)
     return b"".join(parts)
