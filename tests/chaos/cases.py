@@ -7,7 +7,11 @@ Figures (all measured here, per case):
   worth of CDRs for good; ``sink_recover_s`` likewise for the sink group's lag;
 * ``delayed`` -- CDRs of this case whose RatedCdr appeared more than ``DELAY_S`` after
   they were sent (steady state here is well under a second), with ``latency_p50/p99/max``;
-* ``peak_backlog`` / ``peak_sink_lag`` -- the highest of each signal from the fault on.
+* ``orders_delayed`` / ``order_latency_max_s`` -- the same for the first OrderStatus of
+  each order (the subscription agent is Faust's, with its own rejoin delays);
+* ``peak_backlog`` / ``peak_sink_lag`` -- the highest of each signal from the fault on,
+  ``peak_sink_lag_by_topic`` where the sink's lag sat at its peak;
+* ``exits_relaunched`` -- processes that stopped on their own and the supervisor relaunched.
 """
 from __future__ import annotations
 
