@@ -2,14 +2,51 @@
 
 Rating, fraud and alarm correlation run confluent-kafka transactional loops (librdkafka
 calls block), each on a thread of its own inside the Faust worker process, which keeps the
-process lifecycle, signals and the subscription agent. A fatal error in a loop stops the
-whole worker with a non-zero status (``processors/failfast.py``): a restart rebuilds every
-state from the log, which is always safe.
+process lifecycle, signals and the subscription agent. A loop whose transactional producer
+was fenced (a broker away longer than the transaction timeout) is started again in place,
+its state rebuilt from the log; any other fatal error in a loop stops the whole worker with
+a non-zero status (``processors/failfast.py``), and the restart rebuilds every state from
+the log, which is always safe.
 """
 from __future__ import annotations
 
 import logging
 from typing import Callable
+
+
+def restartable(exc: BaseException) -> bool:
+    """A fenced or otherwise fatally failed transactional producer (librdkafka's ``fatal``
+    errors): what a broker outage longer than the transaction timeout leaves behind. A new
+    producer (``init_transactions`` with the same transactional.id) and a state rebuilt
+    from the changelog cure it; restarting the whole worker would too, but would also make
+    the Faust agent wait out its group session."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    if not isinstance(exc, KafkaException) or not exc.args or not isinstance(exc.args[0], KafkaError):
+        return False
+    err = exc.args[0]
+    return err.fatal() or err.code() in (KafkaError._FENCED, KafkaError.INVALID_PRODUCER_EPOCH,
+                                         KafkaError.PRODUCER_FENCED)
+
+
+class Restarts:
+    """At most ``limit`` in-process restarts within ``window_s``; past that, something
+    else is wrong and the worker stops (failfast)."""
+
+    def __init__(self, limit: int = 3, window_s: float = 300.0, clock=None):
+        import time
+
+        self.limit, self.window_s = limit, window_s
+        self.clock = clock or time.monotonic
+        self.times: list[float] = []
+
+    def allow(self) -> bool:
+        now = self.clock()
+        self.times = [t for t in self.times if now - t < self.window_s]
+        if len(self.times) >= self.limit:
+            return False
+        self.times.append(now)
+        return True
 
 
 def host_in_worker(name: str, make_processor: Callable[[], object], start_early: bool = False) -> None:
@@ -37,14 +74,24 @@ def host_in_worker(name: str, make_processor: Callable[[], object], start_early:
 
         async def on_started(self) -> None:
             def target() -> None:
-                try:
-                    self.processor.run()
-                except BaseException as exc:  # noqa: BLE001 - reported to the worker
-                    log.exception("%s: fatal error", name)
-                    failfast.fail(name, exc)
-                else:
-                    if not self.processor_stopping:
-                        failfast.fail(name, "its loop ended without being asked to stop")
+                restarts = Restarts()
+                while True:
+                    try:
+                        self.processor.run()
+                    except BaseException as exc:  # noqa: BLE001 - reported to the worker
+                        if self.processor_stopping:
+                            return
+                        if restartable(exc) and restarts.allow():
+                            log.warning("%s: %s; starting the loop again in this worker (its state is "
+                                        "rebuilt from the log)", name, exc)
+                            self.processor = make_processor()
+                            continue
+                        log.exception("%s: fatal error", name)
+                        failfast.fail(name, exc)
+                    else:
+                        if not self.processor_stopping:
+                            failfast.fail(name, "its loop ended without being asked to stop")
+                    return
 
             self.thread = threading.Thread(target=target, name=f"telbus-{name}", daemon=True)
             self.thread.start()
