@@ -123,6 +123,11 @@ def create_app() -> faust.App:
         # Commit (and so flush what agents sent, e.g. the views feed) twice a second: a
         # change is visible on every worker within a second, not Faust's default ~3 s.
         broker_commit_interval=0.5,
+        # How long a dead worker's partitions wait before the survivors take them over (and a
+        # restarted worker before it gets its own back: aiokafka has no static membership).
+        # Faust's default is 60 s; heartbeats every 3 s make 20 s safe from false alarms.
+        broker_session_timeout=float(config.env("TELBUS_WORKER_SESSION_TIMEOUT_S", "20")),
+        broker_heartbeat_interval=3.0,
         # Where a *new* group starts: the whole log by default (state is rebuilt from it);
         # "latest" for a worker that must only see what comes after it joined.
         consumer_auto_offset_reset=config.env("TELBUS_WORKER_OFFSET_RESET", "earliest"),
