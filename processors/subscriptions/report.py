@@ -16,9 +16,10 @@ def _views_base() -> str | None:
         return None
 
 
-def _get(url: str):
+def get_json(url: str, timeout: float = 15):
+    """(HTTP status, parsed body) of a views lookup; (None, None) when nothing answered."""
     try:
-        with urllib.request.urlopen(url, timeout=15) as r:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, None
@@ -67,7 +68,7 @@ def report(ctx) -> str | None:
     if base and sample:
         for kind, key in (("ehome", sample["broadband_account"]), ("vnet", sample["broadband_account"]),
                           ("ismp", sample["msisdn"])):
-            code, body = _get(f"{base}/{kind}/{key}")
+            code, body = get_json(f"{base}/{kind}/{key}")
             lines.append(f"  GET {base}/{kind}/{key} -> {code} {json.dumps(body, ensure_ascii=False)[:300]}")
     elif base:
         lines.append(f"  views: {base}/{{ehome|vnet|ismp}}/{{key}}")

@@ -1,20 +1,13 @@
 """Asking the survivor's subscription views, during and after the two-worker case."""
 from __future__ import annotations
 
-import json
 import threading
-import urllib.error
-import urllib.request
 
 
 def get(url: str):
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, None
-    except (OSError, ValueError):
-        return None, None
+    from processors.subscriptions.report import get_json
+
+    return get_json(url, timeout=5)
 
 
 class ViewPoller(threading.Thread):
