@@ -74,7 +74,7 @@ from typing import Any, Callable, Iterator
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from processors import merge, txn
+from processors import merge
 from processors.alarms.correlate import CorrelationState, Correlator, InvalidAlarm, validate_alarm
 from processors.alarms.topology import Topology, TopologyError, validate_ne, validate_subscriber
 from telbus import codec, config, dlq, kafka, metrics
@@ -355,15 +355,14 @@ class AlarmProcessor:
         try:
             if positions is None:
                 positions = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
-            txn.call(producer.send_offsets_to_transaction, positions, consumer.consumer_group_metadata(), 60,
-                     what="send offsets")
-            txn.call(producer.commit_transaction, 60, what="commit")
+            producer.send_offsets_to_transaction(positions, consumer.consumer_group_metadata(), 60)
+            producer.commit_transaction(60)
             return True
         except KafkaException as exc:
             err = exc.args[0]
             if err.txn_requires_abort():
                 log.warning("alarms: transaction aborted (%s); rewinding", err)
-                txn.call(producer.abort_transaction, 60, what="abort")
+                producer.abort_transaction(60)
                 return False
             raise
 
@@ -504,7 +503,7 @@ class AlarmProcessor:
             for key, value in st.changes():
                 self.producer.produce(state_topic(), value, key, partition=0)
         except Exception:
-            txn.call(self.producer.abort_transaction, 60, what="abort")
+            self.producer.abort_transaction(60)
             raise
         if self._commit(self.producer, self.consumer):
             st.dirty.clear()

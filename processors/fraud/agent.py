@@ -79,7 +79,6 @@ from typing import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from processors import txn
 from processors.fraud import rules
 from processors.fraud.config import FraudConfig
 from telbus import codec, config, dlq, kafka, metrics
@@ -388,14 +387,13 @@ class FraudProcessor:
                                       None if record is None else _state_value(record),
                                       _state_key(table, key), partition=p)
             positions = [tp for tp in self.consumer.position(self.consumer.assignment()) if tp.offset >= 0]
-            txn.call(self.producer.send_offsets_to_transaction, positions, self.consumer.consumer_group_metadata(), 60,
-                     what="send offsets")
-            txn.call(self.producer.commit_transaction, 60, what="commit")
+            self.producer.send_offsets_to_transaction(positions, self.consumer.consumer_group_metadata(), 60)
+            self.producer.commit_transaction(60)
         except KafkaException as exc:
             err = exc.args[0]
             if err.txn_requires_abort():
                 log.warning("fraud: transaction aborted (%s); rewinding to the committed state", err)
-                txn.call(self.producer.abort_transaction, 60, what="abort")
+                self.producer.abort_transaction(60)
                 self._rewind()
                 return
             raise

@@ -69,7 +69,7 @@ from typing import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from processors import merge, txn
+from processors import merge
 from processors.rating import rules
 from telbus import codec, config, dlq, kafka, metrics
 
@@ -336,14 +336,13 @@ class RatingProcessor:
             # Only what was processed is committed: records still waiting in the merger
             # are fetched again after a crash.
             positions = [TopicPartition(t, p, o) for (t, p), o in sorted(done.items())]
-            txn.call(self.producer.send_offsets_to_transaction, positions, self.consumer.consumer_group_metadata(), 60,
-                     what="send offsets")
-            txn.call(self.producer.commit_transaction, 60, what="commit")
+            self.producer.send_offsets_to_transaction(positions, self.consumer.consumer_group_metadata(), 60)
+            self.producer.commit_transaction(60)
         except KafkaException as exc:
             err = exc.args[0]
             if err.txn_requires_abort():
                 log.warning("rating: transaction aborted (%s); rewinding to the committed state", err)
-                txn.call(self.producer.abort_transaction, 60, what="abort")
+                self.producer.abort_transaction(60)
                 self._rewind()
                 return
             raise
