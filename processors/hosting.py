@@ -15,18 +15,21 @@ from typing import Callable
 
 
 def restartable(exc: BaseException) -> bool:
-    """A fenced or otherwise fatally failed transactional producer (librdkafka's ``fatal``
-    errors): what a broker outage longer than the transaction timeout leaves behind. A new
-    producer (``init_transactions`` with the same transactional.id) and a state rebuilt
-    from the changelog cure it; restarting the whole worker would too, but would also make
-    the Faust agent wait out its group session."""
+    """A Kafka error that escaped a transactional loop: a fenced or otherwise fatally failed
+    producer (a broker away longer than the transaction timeout), or a timed-out
+    send-offsets/commit/abort (a broker restarting). The loop's position in its open
+    transaction is then unknown; a new producer (``init_transactions`` with the same
+    transactional.id aborts what the old one left open) and a state rebuilt from the
+    changelog are the safe answer. Calling the timed-out method again, as librdkafka
+    allows, was seen to block for good after a broker kill -9 (make chaos). Restarting
+    the whole worker would also do, but makes the Faust agent wait out its group session."""
     from confluent_kafka import KafkaError, KafkaException
 
     if not isinstance(exc, KafkaException) or not exc.args or not isinstance(exc.args[0], KafkaError):
         return False
     err = exc.args[0]
-    return err.fatal() or err.code() in (KafkaError._FENCED, KafkaError.INVALID_PRODUCER_EPOCH,
-                                         KafkaError.PRODUCER_FENCED)
+    return err.fatal() or err.retriable() or err.code() in (
+        KafkaError._FENCED, KafkaError.INVALID_PRODUCER_EPOCH, KafkaError.PRODUCER_FENCED, KafkaError._TIMED_OUT)
 
 
 class Restarts:

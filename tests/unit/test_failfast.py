@@ -39,3 +39,25 @@ def test_transient_errors_are_not_refusals():
     for code in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._TIMED_OUT,
                  KafkaError.NOT_LEADER_FOR_PARTITION):
         assert refusal(KafkaError(code, "x")) is None
+
+
+def test_what_a_transactional_loop_restarts_in_place_for():
+    from confluent_kafka import KafkaException
+
+    from processors.hosting import restartable
+
+    assert restartable(KafkaException(KafkaError(KafkaError._FENCED, "fenced", fatal=True)))
+    assert restartable(KafkaException(KafkaError(KafkaError._TIMED_OUT, "send offsets timed out", retriable=True)))
+    assert restartable(KafkaException(KafkaError(KafkaError.INVALID_PRODUCER_EPOCH, "epoch")))
+    assert not restartable(KafkaException(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED, "acl")))
+    assert not restartable(RuntimeError("topic net.cdr.raw does not exist"))
+
+
+def test_in_place_restarts_are_limited_per_window():
+    from processors.hosting import Restarts
+
+    now = [0.0]
+    r = Restarts(limit=3, window_s=300, clock=lambda: now[0])
+    assert [r.allow() for _ in range(4)] == [True, True, True, False]
+    now[0] = 301.0
+    assert r.allow()
