@@ -105,7 +105,7 @@ def _wait_members(group: str, k: int, timeout: float = 180) -> None:
 def run(workers: int, n: int, join_after: bool = False, log=print) -> dict:
     """Rate the backlog of ``n`` CDRs with ``workers`` worker processes in one fresh group;
     with ``join_after``, then time one more worker joining that group."""
-    from bench.worker import RatedWatcher
+    from bench.worker import RatedWatcher, wait_rated
 
     watcher = RatedWatcher()
     watcher.start()
@@ -120,15 +120,7 @@ def run(workers: int, n: int, join_after: bool = False, log=print) -> dict:
         t0, c0 = time.monotonic(), watcher.count
         result["rated_before_measuring"] = c0
         cpu0 = {p.pid: cpu_seconds_pid(p.pid) for p in procs}
-        last_log, deadline = t0, t0 + 3600
-        while watcher.count < n and time.monotonic() < deadline:
-            for p in procs:
-                if p.proc.poll() is not None:
-                    raise RuntimeError(f"{p.name} died:\n{p.log_tail()}")
-            time.sleep(0.2)
-            if time.monotonic() - last_log > 30:
-                log(f"    {workers} worker(s): {watcher.count}/{n} rated")
-                last_log = time.monotonic()
+        wait_rated(watcher, n, procs, f"{workers} worker(s)", log)
         elapsed = time.monotonic() - t0
         cpu = [cpu_seconds_pid(pid) - c for pid, c in cpu0.items()]
         done = watcher.count - c0

@@ -7,17 +7,31 @@ that throughput and each is timed from its produce call to its RatedCdr being vi
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 import uuid
 
 from confluent_kafka import OFFSET_END, TopicPartition
 
-from bench.common import cpu_seconds_pid, percentiles, total_end_offset
+from bench.common import cpu_seconds_pid, percentiles
 from telbus import codec, config, kafka
 
 OUT_TOPIC = "bss.cdr.rated"
+
+
+def wait_rated(watcher, target: int, procs, label: str, log=print, poll_s: float = 0.2,
+               timeout_s: float = 3600) -> None:
+    """Until ``watcher`` has seen ``target`` RatedCdrs (or the deadline); fail at once if a
+    worker process dies; a progress line every 30 s."""
+    t0 = last_log = time.monotonic()
+    while watcher.count < target and time.monotonic() < t0 + timeout_s:
+        for p in procs:
+            if p.proc.poll() is not None:
+                raise RuntimeError(f"{p.name} died:\n{p.log_tail()}")
+        time.sleep(poll_s)
+        if time.monotonic() - last_log > 30:
+            log(f"    {label}: {watcher.count}/{target} rated")
+            last_log = time.monotonic()
 
 
 class RatedWatcher(threading.Thread):
@@ -70,15 +84,7 @@ def run_worker_bench(guarantee: str, backlog: int, latency_seconds: float, make_
                 log_dir=config.data_dir() / "logs")
     proc.start(ready_timeout=300)
     t0, cpu0 = time.monotonic(), cpu_seconds_pid(proc.pid)
-    last_log = t0
-    deadline = t0 + 3600
-    while watcher.count < backlog and time.monotonic() < deadline:
-        if proc.proc.poll() is not None:
-            raise RuntimeError(f"worker died:\n{proc.log_tail()}")
-        time.sleep(0.5)
-        if time.monotonic() - last_log > 30:
-            log(f"    {guarantee}: {watcher.count}/{backlog} rated")
-            last_log = time.monotonic()
+    wait_rated(watcher, backlog, [proc], guarantee, log, poll_s=0.5)
     elapsed = time.monotonic() - t0
     cpu = cpu_seconds_pid(proc.pid) - cpu0
     done = watcher.count

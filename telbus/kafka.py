@@ -113,8 +113,7 @@ class DeliveryReport:
 
 
 #: Client errors after which waiting for delivery is pointless: say so at once.
-_FATAL_CODES = ("_AUTHENTICATION", "SASL_AUTHENTICATION_FAILED", "TOPIC_AUTHORIZATION_FAILED",
-                "CLUSTER_AUTHORIZATION_FAILED", "_SSL", "_FATAL")
+_FATAL_CODES = _REFUSAL_CODES + ("TOPIC_AUTHORIZATION_FAILED", "CLUSTER_AUTHORIZATION_FAILED", "_FATAL")
 
 
 class Publisher:
