@@ -92,8 +92,8 @@ def _run(n: int, subs: int, want) -> int:
                 out.append((topic, key, ev))
             return out
 
-        # The rating loop is transactional whatever TELBUS_PROCESSING_GUARANTEE says (there
-        # is no at-least-once money path): one run, exactly once.
+        # The rating loop is transactional (there is no at-least-once money path): one
+        # run, exactly once.
         for g in ("exactly_once",):
             backlog = common.total_end_offset("net.cdr.raw")
             r = run_worker_bench(g, backlog, 30, fresh_cdrs)

@@ -39,7 +39,7 @@ def load(n: int, subscribers: int) -> dict:
 def _worker(app_id: str, worker_id: str):
     from tests.helpers import Proc
 
-    env = {"TELBUS_WORKER_APP_ID": app_id, "TELBUS_PROCESSING_GUARANTEE": "exactly_once",
+    env = {"TELBUS_WORKER_APP_ID": app_id,
            "TELBUS_RATING_GROUP": f"{app_id}-rating", "TELBUS_RATING_STATE_TOPIC": f"{app_id}-rating-state",
            "TELBUS_WORKER_AGENTS": "rating", "TELBUS_WORKER_ID": worker_id, "TELBUS_WORKER_WEB_PORT": "0"}
     return Proc(f"{app_id}-{worker_id}", ["worker", "--loglevel", "warning"], env,

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from telbus import config
 
-PROCESSOR_GROUPS = ("telbus", "telbus-rating", "telbus-fraud", "telbus-alarms-in")
+PROCESSOR_GROUPS = ("telbus-subscriptions", "telbus-rating", "telbus-fraud", "telbus-alarms-in")
 SINK_GROUP = "telbus-sink"
 #: The groups that read every CDR: the slowest of them while all run is the pipeline's maximum.
 CDR_READERS = ("telbus-rating", "telbus-fraud", SINK_GROUP)

@@ -77,7 +77,7 @@ def run_worker_bench(guarantee: str, backlog: int, latency_seconds: float, make_
     watcher.ready.wait(30)
     app_id = f"bench-{guarantee}-{uuid.uuid4().hex[:6]}"
     # a group and state topic of its own: fresh offsets and state for each measured run
-    env = {"TELBUS_WORKER_APP_ID": app_id, "TELBUS_PROCESSING_GUARANTEE": guarantee,
+    env = {"TELBUS_WORKER_APP_ID": app_id,
            "TELBUS_RATING_GROUP": f"{app_id}-rating", "TELBUS_RATING_STATE_TOPIC": f"{app_id}-rating-state",
            "TELBUS_WORKER_AGENTS": "rating", "TELBUS_WORKER_ID": app_id, "TELBUS_WORKER_WEB_PORT": "0"}
     proc = Proc(f"bench-worker-{guarantee}", ["worker", "--loglevel", "warning"], env,

@@ -42,12 +42,17 @@ def run_worker(args) -> int:
     loaded = load_agents()
     process = config.env("TELBUS_PROCESS_NAME", "worker")
     metrics.serve(process)
-    # Consumer lag of the worker's groups (Faust agents and the rating loop) on the inputs.
+    # Consumer lag of the worker's groups (subscription sync and rating loops) on the inputs.
     import topics
     from telbus import lag
 
     inputs = [t.name for t in topics.contract_topics("input")]
-    for group in (app.conf.id, config.env("TELBUS_RATING_GROUP", "telbus-rating")):
+    groups = [config.env("TELBUS_RATING_GROUP", "telbus-rating")]
+    if "processors.subscriptions.agent" in loaded:
+        from processors.subscriptions.agent import group_id
+
+        groups.insert(0, group_id())
+    for group in groups:
         lag.start(group, inputs)
     metrics.register_endpoint(process, "views", f"http://{app.conf.web_host}:{app.conf.web_port}/views")
 

@@ -49,8 +49,8 @@ def publish(events, rate: float | None = None, progress=None) -> dict:
     return {"published": rep.delivered, "per_topic": rep.per_topic, "seconds": round(time.monotonic() - start, 2)}
 
 
-#: Consumer groups of the stack (Faust app, rating, fraud, alarms intake, sink) whose progress ``run`` waits on.
-GROUPS = ("telbus", "telbus-rating", "telbus-fraud", "telbus-alarms-in", "telbus-sink")
+#: Consumer groups of the stack (subscription sync, rating, fraud, alarms intake, sink) whose progress ``run`` waits on.
+GROUPS = ("telbus-subscriptions", "telbus-rating", "telbus-fraud", "telbus-alarms-in", "telbus-sink")
 
 
 def _committed(admin, group: str) -> dict[tuple[str, int], int]:

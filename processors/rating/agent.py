@@ -58,18 +58,16 @@ Run alone (tests, debugging): ``python -m processors.rating.agent``.
 """
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import threading
 import time
-import uuid
 from collections import Counter
 from typing import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from processors import merge
+from processors import merge, statelog
 from processors.rating import rules
 from telbus import codec, config, dlq, kafka, metrics
 
@@ -108,10 +106,6 @@ def transactional_id() -> str:
     return f"{group_id()}-{worker}"
 
 
-def _state_bytes(state: dict) -> bytes:
-    return json.dumps(state, sort_keys=True, separators=(",", ":")).encode()
-
-
 class RatingProcessor:
     """The consume-rate-produce loop. ``run`` blocks until ``stop()`` or a fatal error."""
 
@@ -122,7 +116,8 @@ class RatingProcessor:
         self.group = group_id()
         self.state_topic = state_topic()
         self.catalog: dict[str, list[dict]] = {}
-        self.states: dict[int, dict[str, dict]] = {}   # input partition -> subscriber_id -> state
+        # input partition -> subscriber_id -> state
+        self.state = statelog.ChangelogState(self.state_topic, "rating_subscribers", GROUP)
         self._stop = threading.Event()
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
@@ -138,7 +133,7 @@ class RatingProcessor:
 
     def run(self, on_ready: Callable[[], None] | None = None) -> None:
         kafka.wait_for_cluster(120)
-        self._ensure_state_topic()
+        self.state.ensure_topic(like=CDR_TOPIC)
         self._open_plan_reader()
         self._poll_plans(until_eof=True)
         self.producer = kafka.producer(**{
@@ -181,37 +176,10 @@ class RatingProcessor:
         if self.producer is not None:
             self.producer.flush(10)
 
-    # -- topics, plans, state ---------------------------------------------------------
-    def _partitions(self, topic: str) -> int:
-        md = kafka.admin().list_topics(topic, timeout=15)
-        t = md.topics.get(topic)
-        if t is None or t.error is not None or not t.partitions:
-            raise RuntimeError(f"rating: topic {topic} does not exist (run telbus topics apply)")
-        return len(t.partitions)
-
-    def _ensure_state_topic(self) -> None:
-        from confluent_kafka.admin import NewTopic
-
-        a = kafka.admin()
-        if self.state_topic in a.list_topics(timeout=15).topics:
-            return
-        n = self._partitions(CDR_TOPIC)
-        rf = int(config.env("TELBUS_TOPIC_REPLICATION", "1"))
-        fut = a.create_topics([NewTopic(self.state_topic, num_partitions=n, replication_factor=rf,
-                                        config={"cleanup.policy": "compact"})])[self.state_topic]
-        try:
-            fut.result()
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise
-
-    def _reader(self) -> Consumer:
-        return kafka.consumer(f"telbus-rating-reader-{uuid.uuid4().hex[:8]}", **{
-            "enable.partition.eof": True, "isolation.level": "read_committed"})
-
+    # -- plans, state -----------------------------------------------------------------
     def _open_plan_reader(self) -> None:
-        self.plan_reader = self._reader()
-        n = self._partitions(PLANS_TOPIC)
+        self.plan_reader = statelog.reader(GROUP)
+        n = statelog.partition_count(PLANS_TOPIC)
         self.plan_reader.assign([TopicPartition(PLANS_TOPIC, p, OFFSET_BEGINNING) for p in range(n)])
         self._plan_parts = n
 
@@ -247,52 +215,16 @@ class RatingProcessor:
         reason = rules.catalog_add(self.catalog, plan)
         return None if reason is None else f"TariffPlan {plan.get('plan_id')}@{plan.get('version')} rejected: {reason}"
 
-    def _restore(self, partitions: set[int]) -> None:
-        """Rebuild the state of ``partitions`` from the committed changelog."""
-        if not partitions:
-            return
-        reader = self._reader()
-        try:
-            tables = {p: {} for p in partitions}
-            want = {}
-            for p in partitions:
-                lo, hi = kafka.watermarks(reader, TopicPartition(self.state_topic, p))
-                if hi > lo:
-                    want[p] = hi
-            if want:
-                reader.assign([TopicPartition(self.state_topic, p, OFFSET_BEGINNING) for p in want])
-                done: set[int] = set()
-                deadline = time.monotonic() + 300
-                while len(done) < len(want):
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"rating: restoring {self.state_topic} {sorted(want)} timed out")
-                    for m in reader.consume(1000, 0.5):
-                        if m.error():
-                            if m.error().code() == KafkaError._PARTITION_EOF:
-                                done.add(m.partition())
-                            continue
-                        key = m.key().decode()
-                        if m.value() is None:
-                            tables[m.partition()].pop(key, None)
-                        else:
-                            tables[m.partition()][key] = json.loads(m.value())
-            self.states.update(tables)
-            metrics.STATE_ENTRIES.labels("rating_subscribers").set(sum(len(t) for t in self.states.values()))
-            log.info("rating: restored %d subscribers for partitions %s",
-                     sum(len(tables[p]) for p in tables), sorted(partitions))
-        finally:
-            reader.close()
-
     def _on_assign(self, consumer, tps) -> None:
         metrics.REBALANCES.labels(self.process).inc()
         parts = {tp.partition for tp in tps if tp.topic in (CDR_TOPIC, SUBSCRIBER_TOPIC)}
-        self._restore(parts - set(self.states))
+        self.state.restore(parts - set(self.state.tables))
 
     def _on_revoke(self, consumer, tps) -> None:
         for tp in tps:
             self._fetched.pop((tp.topic, tp.partition), None)
             if tp.topic in (CDR_TOPIC, SUBSCRIBER_TOPIC):
-                self.states.pop(tp.partition, None)
+                self.state.drop([tp.partition])
                 self.merger.drop(tp.partition)
 
     # -- the loop -----------------------------------------------------------------------
@@ -331,8 +263,7 @@ class RatingProcessor:
                 self._handle(m, dirty, counts, ev)
                 key = (m.topic(), m.partition())
                 done[key] = max(done.get(key, 0), m.offset() + 1)
-            for (p, sub), st in dirty.items():
-                self.producer.produce(self.state_topic, _state_bytes(st), sub, partition=p)
+            self.state.write(self.producer, dirty)
             # Only what was processed is committed: records still waiting in the merger
             # are fetched again after a crash.
             positions = [TopicPartition(t, p, o) for (t, p), o in sorted(done.items())]
@@ -354,7 +285,7 @@ class RatingProcessor:
             else:
                 metrics.OUTCOMES.labels(PROCESSOR, outcome).inc(n)
         metrics.PROCESSING_SECONDS.labels(PROCESSOR).observe((time.monotonic() - t0) / len(good))
-        metrics.STATE_ENTRIES.labels("rating_subscribers").set(sum(len(t) for t in self.states.values()))
+        self.state.report()
 
     def _caught_up(self, partition: int, side: int) -> bool:
         """Has ``side``'s topic partition been fetched to its high watermark (as last seen)?"""
@@ -379,9 +310,7 @@ class RatingProcessor:
         for tp in committed:
             self.consumer.seek(TopicPartition(tp.topic, tp.partition,
                                               tp.offset if tp.offset >= 0 else OFFSET_BEGINNING))
-        parts = set(self.states)
-        self.states.clear()
-        self._restore(parts)
+        self.state.reload()
 
     def _dead_letter(self, m, stage: str, reason: str, counts: Counter) -> None:
         dlq.send(self.producer, m.topic(), m.partition(), m.offset(), m.key(), m.value(), stage, reason,
@@ -419,7 +348,7 @@ class RatingProcessor:
             if reason is not None:
                 self._dead_letter(m, "rating.validate", f"invalid CDR {ev.get('cdr_id')!r}: {reason}", counts)
                 return
-            table = self.states.setdefault(p, {})
+            table = self.state.table(p)
             before = table.get(ev["subscriber_id"])
             after, outs = rules.rate_cdr(before, ev, self.catalog)
         else:
@@ -427,7 +356,7 @@ class RatingProcessor:
             if reason is not None:
                 self._dead_letter(m, "rating.validate", f"invalid {et}: {reason}", counts)
                 return
-            table = self.states.setdefault(p, {})
+            table = self.state.table(p)
             before = table.get(ev["subscriber_id"])
             after, outs = rules.apply_subscriber_event(before, ev, self.catalog)
         if after is not None and after is not before:

@@ -1,23 +1,53 @@
-"""Faust shell of subscription sync (CONTRACT §4 "Subscription sync").
+"""The subscription sync shell (CONTRACT §4 "Subscription sync"), exactly once.
 
-* One agent consumes ``bss.order.events`` and ``bss.subscriber.events`` (both keyed and
-  co-partitioned by subscriber_id) and keeps one JSON value per subscriber in the table
-  ``subscription-sync`` (order book + subscription, see :mod:`.sync`).  It publishes
-  ``bss.order.status`` and ``bss.subscription.state`` with the shared codec, and
-  dead-letters bad input (undecodable, invalid, unknown order/work order after the
-  holding period, conflicting results) to ``<input topic>.dlq`` with the original bytes.
-* Every published SubscriptionState is also written, with the product types the views
-  need, to the compacted internal topic ``<app id>-subscription-views`` (key
-  subscriber_id).  It is the broadcast channel of the HTTP views: every worker reads it
-  completely into a
-  :class:`~processors.subscriptions.views.ViewIndex` (a background confluent-kafka
-  consumer, no group, read_committed), so any worker answers for any key, whichever
-  worker owns the subscriber; after a restart the index is rebuilt from that topic before
-  a request is answered.  Changes made by this worker are put into its index at once;
-  other workers' changes arrive when their transaction commits (the app's commit
-  interval).
-* HTTP (Faust web server of the worker): ``GET /views/{ehome|vnet|ismp}/{key}`` -> JSON,
-  404 with ``{"error": ...}`` for an unknown key, 503 if the index could not catch up.
+What it does
+============
+* consumes ``bss.order.events`` and ``bss.subscriber.events`` (both keyed and
+  co-partitioned by subscriber_id; the *range* assignor gives one member the same
+  partition number of both) and keeps one JSON value per subscriber: order book and
+  subscription (:mod:`.sync`, pure);
+* publishes ``bss.order.status`` and ``bss.subscription.state`` (key subscriber_id, the
+  shared codec) and dead-letters bad input (undecodable, invalid, unknown order or work
+  order after the holding period, conflicting results) to ``<input topic>.dlq`` with the
+  original bytes -- for an event that was held first, its own bytes from where it was read;
+* writes every published SubscriptionState, with the product types the views need, to the
+  compacted topic ``<app id>-subscription-views`` (key subscriber_id): the broadcast
+  channel of the HTTP views.
+
+State and exactly once
+======================
+Per-subscriber state lives in memory per input partition and is event-sourced into the
+compacted changelog ``<group>-changelog`` (:mod:`processors.statelog`). Each batch is one
+Kafka transaction holding its statuses, states, view records, dead letters, changelog
+records and consumer offsets. After a kill -9, a rebalance or an aborted transaction the
+state is rebuilt from the committed changelog and the input re-read from the committed
+offsets, so every order gets its status once.
+
+This used to be a Faust agent over a Faust table (at-least-once). ``make chaos`` showed
+it losing order statuses when one of two workers was killed right after the other
+joined: the group's offsets moved past order events that had no status, no dead letter
+and no changelog record. Reading faust-streaming 0.15.3 showed how a table's memory and
+the fetch position can get ahead of what was committed around a rebalance (records
+fetched during a seek are delivered, then re-fetched ones dropped as already read; table
+writes stay in memory while offsets restart from the last commit). Rather than patch
+Faust's consumer, the processor now runs the same transactional loop as rating, fraud
+and alarms; Faust keeps the worker process and the HTTP views.
+
+Views
+=====
+Every worker reads the views topic completely into a
+:class:`~processors.subscriptions.views.ViewIndex` (a background confluent-kafka consumer,
+no group, read_committed), so any worker answers for any key, whichever worker owns the
+subscriber; after a restart the index is rebuilt from that topic before a request is
+answered. Changes made by this worker are put into its index when their transaction has
+committed; other workers' changes arrive through the topic.
+``GET /views/{ehome|vnet|ismp}/{key}`` -> JSON, 404 with ``{"error": ...}`` for an
+unknown key, 503 if the index could not catch up.
+
+Settings: ``TELBUS_SUBSCRIPTIONS_GROUP`` (default ``<app id>-subscriptions``, so
+``telbus-subscriptions``) names the group; the changelog and the transactional id derive
+from it.
+Run alone (tests, debugging): ``python -m processors.subscriptions.agent``.
 """
 from __future__ import annotations
 
@@ -25,18 +55,19 @@ import asyncio
 import base64
 import json
 import logging
+import sys
 import threading
 import time
+from collections import Counter
+from typing import Callable
 
-import faust
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
-from processors import dlq
-from processors.app import PARTITIONS, app, output_topic
+from processors import statelog
 from processors.subscriptions import sync, views
-from telbus import codec, config, kafka, metrics
-from telbus import dlq as dlq_records
+from telbus import codec, config, dlq, kafka, metrics
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("telbus.subscriptions")
 
 PROCESSOR = "subscriptions"
 STAGE = "subscriptions"
@@ -44,28 +75,30 @@ ORDER_TOPIC = "bss.order.events"
 SUBSCRIBER_TOPIC = "bss.subscriber.events"
 STATUS_TOPIC = "bss.order.status"
 STATE_TOPIC = "bss.subscription.state"
-
-inputs = app.topic(ORDER_TOPIC, SUBSCRIBER_TOPIC, key_type=bytes, value_type=bytes,
-                   key_serializer="raw", value_serializer="raw", internal=False)
-status_out = output_topic(STATUS_TOPIC)
-state_out = output_topic(STATE_TOPIC)
-
-_json_by_subscriber = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
-sync_table = app.Table("subscription-sync", partitions=PARTITIONS, schema=_json_by_subscriber,
-                       help="subscription sync state per subscriber")
-#: View records (SubscriptionState + product types), compacted, key subscriber_id: the
-#: broadcast channel every worker's view index reads in full.  A plain topic written by the
-#: agent (not a table changelog): the consumer does not subscribe to it, so sending to it
-#: needs no partition-group lookup (Faust's exactly-once producer fails that lookup for a
-#: changelog when several workers share the group).
-views_topic = app.topic(f"{app.conf.id}-subscription-views", partitions=PARTITIONS, internal=True,
-                        compacting=True, key_type=str, key_serializer="raw", value_serializer="json")
-
-_dlq_topics: dict = {}
+INPUTS = (ORDER_TOPIC, SUBSCRIBER_TOPIC)
+TRANSACTION_TIMEOUT_MS = 10_000
 
 
-def _process_name() -> str:
-    return config.env("TELBUS_PROCESS_NAME", "worker")
+def _app_id() -> str:
+    return config.env("TELBUS_WORKER_APP_ID", "telbus")
+
+
+def group_id() -> str:
+    """Named after the worker app (``TELBUS_WORKER_APP_ID``, default ``telbus``) unless set:
+    every worker of one deployment joins the same group, separate deployments do not."""
+    return config.env("TELBUS_SUBSCRIPTIONS_GROUP", f"{_app_id()}-subscriptions")
+
+
+def state_topic() -> str:
+    return f"{group_id()}-changelog"
+
+
+def views_topic() -> str:
+    return f"{_app_id()}-subscription-views"
+
+
+def transactional_id() -> str:
+    return f"{group_id()}-{config.env('TELBUS_WORKER_ID', '1')}"
 
 
 # --------------------------------------------------------------------------- view index
@@ -157,108 +190,226 @@ class ViewFeed:
 FEED = ViewFeed()
 
 
-def _start_feed() -> None:
-    FEED.start(views_topic.get_topic_name())
+# --------------------------------------------------------------------------- the loop
+
+def _ref(m) -> dict:
+    """Where an input record was read, with its bytes: kept with a held event so that a
+    later dead letter carries the original record."""
+    return {"topic": m.topic(), "partition": m.partition(), "offset": m.offset(),
+            "key": base64.b64encode(m.key()).decode() if m.key() is not None else None,
+            "value": base64.b64encode(m.value() or b"").decode()}
 
 
-@app.task
-async def start_view_feed() -> None:
-    await views_topic.maybe_declare()
-    _start_feed()
+class SubscriptionProcessor:
+    """The consume-sync-produce loop. ``run`` blocks until ``stop()`` or a fatal error."""
 
+    def __init__(self, batch_size: int = 500, poll_timeout: float = 0.2, process: str | None = None):
+        self.batch_size = batch_size
+        self.poll_timeout = poll_timeout
+        self.process = process or config.env("TELBUS_PROCESS_NAME", "worker")
+        self.group = group_id()
+        self.views_topic = views_topic()
+        self.state = statelog.ChangelogState(state_topic(), "subscriptions", self.group)
+        self._stop = threading.Event()
+        self.consumer: Consumer | None = None
+        self.producer: Producer | None = None
+        self.ready = threading.Event()
 
-@app.page("/views/{kind}/{key}")
-async def subscription_view(self, request, kind: str, key: str):
-    from processors.app import authorized
+    def stop(self) -> None:
+        self._stop.set()
 
-    if not authorized(request):
-        return self.error(401, "missing or wrong bearer token")
-    if kind not in views.KINDS:
-        return self.error(404, f"unknown view {kind!r} (ehome, vnet, ismp)")
-    _start_feed()  # the web server may answer before the app's tasks are started
-    if not await FEED.wait_ready(20.0):
-        return self.error(503, "view index still loading")
-    payload = FEED.lookup(kind, key)
-    if payload is None:
-        what = "msisdn" if kind == "ismp" else "broadband_account"
-        return self.error(404, f"unknown {what}", key=key)
-    return self.json(payload)
-
-
-# --------------------------------------------------------------------------- agent
-
-def _ref(msg) -> dict:
-    return {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset,
-            "key": base64.b64encode(msg.key).decode() if msg.key is not None else None,
-            "value": base64.b64encode(msg.value or b"").decode()}
-
-
-def _dlq_topic(name: str):
-    if name not in _dlq_topics:
-        _dlq_topics[name] = app.topic(name, key_serializer="raw", value_serializer="raw", internal=False)
-    return _dlq_topics[name]
-
-
-async def _dead_letter(event, reject) -> None:
-    msg = event.message
-    ref = reject.ref if isinstance(reject.ref, dict) else None
-    if ref is None or (ref["topic"], ref["partition"], ref["offset"]) == (msg.topic, msg.partition, msg.offset):
-        await dlq.send(event, STAGE, reject.reason)
-        return
-    # an event held earlier: its own original bytes, from where it was read
-    hdrs = dlq_records.headers(ref["topic"], ref["partition"], ref["offset"], STAGE, reject.reason)
-    key = base64.b64decode(ref["key"]) if ref.get("key") is not None else None
-    await _dlq_topic(dlq_records.dlq_topic(ref["topic"])).send(
-        key=key, value=base64.b64decode(ref["value"]), partition=ref["partition"], headers=hdrs)
-    dlq_records.count(ref["topic"], reject.reason)
-
-
-@app.agent(inputs, name="subscription-sync")
-async def subscription_sync(stream):
-    """Faust would leave a crashed agent dead while the worker runs on and commits past
-    its input: a crash stops the whole worker instead (processors/failfast.py)."""
-    try:
-        await _sync(stream)
-    except Exception as exc:
-        from processors import failfast
-
-        failfast.fail("subscription-sync", exc)
-        raise
-
-
-async def _sync(stream) -> None:
-    process = _process_name()
-    async for event in stream.events():
-        msg = event.message
-        started = time.perf_counter()
-        metrics.EVENTS_CONSUMED.labels(process, msg.topic).inc()
+    def run(self, on_ready: Callable[[], None] | None = None) -> None:
+        kafka.wait_for_cluster(120)
+        self.state.ensure_topic(like=ORDER_TOPIC)
+        statelog.ChangelogState(self.views_topic, "subscription_views", self.group).ensure_topic(like=ORDER_TOPIC)
+        self.producer = kafka.producer(**{
+            "transactional.id": transactional_id(),
+            "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
+            "linger.ms": 2,
+        })
+        self.producer.init_transactions(60)
+        self.consumer = kafka.consumer(self.group, **{
+            "partition.assignment.strategy": "range",
+            "enable.partition.eof": False,
+            "isolation.level": "read_committed",
+            # static membership: a restarted worker gets its partitions back at once
+            "group.instance.id": transactional_id(),
+            "session.timeout.ms": 10_000,
+            "heartbeat.interval.ms": 1_000,
+            "max.poll.interval.ms": 300_000,
+        })
+        self.consumer.subscribe(list(INPUTS), on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                on_lost=self._on_revoke)
+        self.ready.set()
+        if on_ready:
+            on_ready()
+        log.info("subscriptions: consuming as %s (transactional.id %s)", self.group, transactional_id())
         try:
-            ev = codec.decode(msg.value)
-        except codec.DecodeError as exc:
-            await dlq.send(event, STAGE, str(exc))
-            metrics.OUTCOMES.labels(PROCESSOR, "decode_error").inc()
-            continue
-        key = msg.key.decode("utf-8", "replace") if msg.key else ""
-        if not key:
-            await dlq.send(event, STAGE, "invalid: record has no key (subscriber_id)")
-            metrics.OUTCOMES.labels(PROCESSOR, "invalid").inc()
-            continue
-        st = sync_table.get(key) or sync.new_state(key)
-        res = sync.process(st, ev, ref=_ref(msg))
-        sync_table[key] = st
-        for s in res.order_statuses:
-            await status_out.send(key=key, value=s)
-            metrics.EVENTS_PRODUCED.labels(process, STATUS_TOPIC).inc()
-        for s in res.subscription_states:
-            await state_out.send(key=key, value=s)
-            metrics.EVENTS_PRODUCED.labels(process, STATE_TOPIC).inc()
-        for v in res.views:
-            await views_topic.send(key=key, value=v)
+            while not self._stop.is_set():
+                self._step()
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        if self.consumer is not None:
+            try:
+                self.consumer.close()
+            except Exception:  # closing is best effort; nothing uncommitted is at stake
+                pass
+        if self.producer is not None:
+            self.producer.flush(10)
+
+    def _on_assign(self, consumer, tps) -> None:
+        metrics.REBALANCES.labels(self.process).inc()
+        parts = {tp.partition for tp in tps if tp.topic in INPUTS}
+        self.state.restore(parts - set(self.state.tables))
+
+    def _on_revoke(self, consumer, tps) -> None:
+        self.state.drop({tp.partition for tp in tps if tp.topic in INPUTS})
+
+    def _step(self) -> None:
+        msgs = [m for m in self.consumer.consume(self.batch_size, self.poll_timeout) if not self._error(m)]
+        if not msgs:
+            return
+        t0 = time.monotonic()
+        counts: Counter = Counter()
+        views_out: list[dict] = []
+        latencies: list[float] = []
+        self.producer.begin_transaction()
+        try:
+            dirty: dict[tuple[int, str], dict] = {}
+            done: dict[tuple[str, int], int] = {}
+            for m in msgs:
+                self._handle(m, dirty, counts, views_out, latencies)
+                done[(m.topic(), m.partition())] = m.offset() + 1
+            self.state.write(self.producer, dirty)
+            positions = [TopicPartition(t, p, o) for (t, p), o in sorted(done.items())]
+            self.producer.send_offsets_to_transaction(positions, self.consumer.consumer_group_metadata(), 60)
+            self.producer.commit_transaction(60)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.txn_requires_abort():
+                log.warning("subscriptions: transaction aborted (%s); rewinding to the committed state", err)
+                self.producer.abort_transaction(60)
+                self._rewind()
+                return
+            raise
+        for v in views_out:           # committed: now this worker's views may show it
             FEED.upsert(v)
+        for (kind, name), n in counts.items():
+            if kind == "consumed":
+                metrics.EVENTS_CONSUMED.labels(self.process, name).inc(n)
+            elif kind == "produced":
+                metrics.EVENTS_PRODUCED.labels(self.process, name).inc(n)
+            else:
+                metrics.OUTCOMES.labels(PROCESSOR, name).inc(n)
+        for lat in latencies:
+            metrics.EVENT_LATENCY_SECONDS.labels(PROCESSOR).observe(lat)
+        metrics.PROCESSING_SECONDS.labels(PROCESSOR).observe((time.monotonic() - t0) / len(msgs))
+        self.state.report()
+
+    def _error(self, m) -> bool:
+        if m.error():
+            log.warning("subscriptions: consumer error %s", m.error())
+            return True
+        return False
+
+    def _rewind(self) -> None:
+        """After an aborted transaction: committed offsets and committed state again."""
+        committed = self.consumer.committed(self.consumer.assignment(), 30)
+        for tp in committed:
+            self.consumer.seek(TopicPartition(tp.topic, tp.partition,
+                                              tp.offset if tp.offset >= 0 else OFFSET_BEGINNING))
+        self.state.reload()
+
+    def _dead_letter(self, m, reject, counts: Counter) -> None:
+        ref = reject.ref if isinstance(reject.ref, dict) else None
+        if ref is None or (ref["topic"], ref["partition"], ref["offset"]) == (m.topic(), m.partition(), m.offset()):
+            dlq.send(self.producer, m.topic(), m.partition(), m.offset(), m.key(), m.value() or b"", STAGE,
+                     reject.reason, original_headers=m.headers())
+        else:   # an event held earlier: its own original bytes, from where it was read
+            key = base64.b64decode(ref["key"]) if ref.get("key") is not None else None
+            dlq.send(self.producer, ref["topic"], ref["partition"], ref["offset"], key,
+                     base64.b64decode(ref["value"]), STAGE, reject.reason)
+        counts[("outcome", "dlq")] += 1
+
+    def _handle(self, m, dirty: dict, counts: Counter, views_out: list, latencies: list) -> None:
+        counts[("consumed", m.topic())] += 1
+        try:
+            ev = codec.decode(m.value())
+        except codec.DecodeError as exc:
+            self._dead_letter(m, sync.Reject(None, str(exc), None), counts)
+            counts[("outcome", "decode_error")] += 1
+            return
+        key = m.key().decode("utf-8", "replace") if m.key() else ""
+        if not key:
+            self._dead_letter(m, sync.Reject(ev, "invalid: record has no key (subscriber_id)", None), counts)
+            counts[("outcome", "invalid")] += 1
+            return
+        table = self.state.table(m.partition())
+        st = table.get(key) or sync.new_state(key)
+        res = sync.process(st, ev, ref=_ref(m))
+        table[key] = st
+        dirty[(m.partition(), key)] = st
+        for s in res.order_statuses:
+            self.producer.produce(STATUS_TOPIC, codec.encode(s), key)
+            counts[("produced", STATUS_TOPIC)] += 1
+        for s in res.subscription_states:
+            self.producer.produce(STATE_TOPIC, codec.encode(s), key)
+            counts[("produced", STATE_TOPIC)] += 1
+        for v in res.views:
+            self.producer.produce(self.views_topic, json.dumps(v, separators=(",", ":")).encode(), key)
+            views_out.append(v)
         for r in res.rejects:
-            await _dead_letter(event, r)
+            self._dead_letter(m, r, counts)
         for name, n in sorted(res.counters.items()):
-            metrics.OUTCOMES.labels(PROCESSOR, name).inc(n)
-        metrics.PROCESSING_SECONDS.labels(PROCESSOR).observe(time.perf_counter() - started)
-        if (res.order_statuses or res.subscription_states) and msg.timestamp:
-            metrics.EVENT_LATENCY_SECONDS.labels(PROCESSOR).observe(max(0.0, time.time() - msg.timestamp))
+            counts[("outcome", name)] += n
+        ts_type, ts = m.timestamp()
+        if (res.order_statuses or res.subscription_states) and ts > 0:
+            latencies.append(max(0.0, time.time() - ts / 1000))
+
+
+# --------------------------------------------------------------------------- hosting
+
+def _register_faust_service() -> None:
+    """Run the loop inside ``telbus worker`` (processors.commands imports this module),
+    and serve the views from the worker's web server."""
+    from processors.app import app
+    from processors.hosting import host_in_worker
+
+    host_in_worker("subscriptions", SubscriptionProcessor, start_early=True)
+
+    @app.task
+    async def start_view_feed() -> None:
+        FEED.start(views_topic())
+
+    @app.page("/views/{kind}/{key}")
+    async def subscription_view(self, request, kind: str, key: str):
+        from processors.app import authorized
+
+        if not authorized(request):
+            return self.error(401, "missing or wrong bearer token")
+        if kind not in views.KINDS:
+            return self.error(404, f"unknown view {kind!r} (ehome, vnet, ismp)")
+        FEED.start(views_topic())   # the web server may answer before the app's tasks are started
+        if not await FEED.wait_ready(20.0):
+            return self.error(503, "view index still loading")
+        payload = FEED.lookup(kind, key)
+        if payload is None:
+            what = "msisdn" if kind == "ismp" else "broadband_account"
+            return self.error(404, f"unknown {what}", key=key)
+        return self.json(payload)
+
+
+if config.env("TELBUS_SUBSCRIPTIONS_IN_WORKER", "1") == "1":
+    _register_faust_service()
+
+
+def main() -> int:
+    from processors.hosting import run_standalone
+
+    return run_standalone("subscriptions", SubscriptionProcessor)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -67,15 +67,15 @@ def group_members(group: str) -> int | None:
 
 def two_workers_one_killed(ctx) -> dict:
     """A second worker joins the groups; once both share the partitions, the first one is
-    killed and not brought back: the survivor must take over rating (static membership:
-    after the rating group's 10 s session timeout) and the subscription agent (Faust:
-    after its 60 s session timeout), while its views go on answering throughout."""
+    killed and not brought back: the survivor must take over rating and subscription sync
+    (static membership: after each group's 10 s session timeout), while its views go on
+    answering throughout."""
     from tests.chaos.views import ViewPoller
 
     survivor = "worker-2"
     ctx.stack.launch(ctx.stack.worker(survivor, "2"), ready_timeout=min(180, ctx.remaining()))
     joined = time.monotonic()
-    wait_until(lambda: group_members("telbus-rating") == 2 and group_members("telbus") == 2,
+    wait_until(lambda: group_members("telbus-rating") == 2 and group_members("telbus-subscriptions") == 2,
                min(120, ctx.remaining()), 0.5, "both workers in the rating and Faust groups")
     shared_s = round(time.monotonic() - joined, 1)
     poller = ViewPoller(ctx.stack.views_url(survivor), ctx.load.subscribers).start()
@@ -87,7 +87,7 @@ def two_workers_one_killed(ctx) -> dict:
     start = time.monotonic()
     victim.kill9()
     ctx.worker = survivor
-    wait_until(lambda: group_members("telbus-rating") == 1 and group_members("telbus") == 1,
+    wait_until(lambda: group_members("telbus-rating") == 1 and group_members("telbus-subscriptions") == 1,
                min(150, ctx.remaining()), 0.5, "the survivor alone in both groups")
     return {"start": start, "end": start, "groups_shared_after_s": shared_s,
             "survivor_alone_after_s": round(time.monotonic() - start, 1)}

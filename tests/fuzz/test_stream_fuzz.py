@@ -20,7 +20,6 @@ fingerprint), and random JSON lines at ``telbus produce``.
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
 from collections import Counter, defaultdict
@@ -82,7 +81,7 @@ def fuzz_stack(fuzz_broker, tmp_path_factory):
     keeps the race visible.
     """
     logs = tmp_path_factory.mktemp("fuzz-logs")
-    env = {"TELBUS_WORKER_WEB_PORT": str(free_port()), "TELBUS_PROCESSING_GUARANTEE": "exactly_once"}
+    env = {"TELBUS_WORKER_WEB_PORT": str(free_port())}
     procs = []
     try:
         worker = Proc("worker", ["worker", "--loglevel", "info"], log_dir=logs / "first", env=env).start(240)

@@ -136,7 +136,7 @@ def prometheus(broker, tmp_path_factory):
     wait_until(leaders_elected, 60, 0.5, "partition leaders for every catalog topic")
     worker = _start_worker(logs)
     procs = [worker,
-             Proc("lag-exporter", ["ops", "lag-exporter", "--group", "telbus", "--group", "telbus-rating",
+             Proc("lag-exporter", ["ops", "lag-exporter", "--group", "telbus-subscriptions", "--group", "telbus-rating",
                                    "--interval", "1"], log_dir=logs).start(60)]
     sink_available = importlib.util.find_spec("sinks") is not None and \
         importlib.util.find_spec("sinks.commands") is not None

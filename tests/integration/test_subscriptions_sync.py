@@ -318,17 +318,8 @@ def _group_stable(group, members):
     return d.state == ConsumerGroupState.STABLE and len(d.members) == members
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "flaky in the full suite: two new workers replay the shared broker's whole subscriber "
-    "history before this test's events and can exceed the wait; passes alone. To fix: a "
-    "broker of its own for this test"))
 def test_any_worker_answers_for_any_key(broker, tmp_path_factory):
-    """Two workers of one app: whichever owns the subscriber, both serve its views.
-
-    Runs at-least-once: with exactly-once, Faust 0.15's table recovery can fail on the
-    rebalance a second worker causes ("persisted offset ... higher than highwater"), a
-    worker-level issue independent of this processor (reported to the lead).
-    """
+    """Two workers of one app: whichever owns the subscriber, both serve its views."""
     app_id = f"telbus-it-{unique('pair')}"
     (config.data_dir() / "worker").mkdir(parents=True, exist_ok=True)
     ports = [free_port(), free_port()]
@@ -336,10 +327,9 @@ def test_any_worker_answers_for_any_key(broker, tmp_path_factory):
     try:
         for port in ports:
             p = _worker_proc(unique("subp"), app_id, port, tmp_path_factory.mktemp("subscriptions-pair"))
-            p.env["TELBUS_PROCESSING_GUARANTEE"] = "at_least_once"
             procs.append(p.start(ready_timeout=180))
         bases = [f"http://127.0.0.1:{port}/views" for port in ports]
-        wait_until(lambda: _group_stable(app_id, 2), 120, 0.5, "both workers in a stable group")
+        wait_until(lambda: _group_stable(f"{app_id}-subscriptions", 2), 120, 0.5, "both workers in a stable group")
         u = unique("W")
         sids = [f"{u}-S{i}" for i in range(6)]   # spread over partitions, so over both workers
         produce("bss.subscriber.events", [created(s, msisdn_for(u)[:-1] + str(i), f"{s}-bb")
