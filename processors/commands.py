@@ -73,7 +73,6 @@ def run_worker(args) -> int:
             self.log.info("telbus worker ready: %s", ", ".join(loaded))
 
     worker = TelbusWorker(app, loglevel=args.loglevel, quiet=True, override_logging=True)
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:

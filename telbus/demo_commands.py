@@ -20,7 +20,6 @@ REPORT_MODULES = [
     "processors.alarms.report",
     "sinks.report",
 ]
-WORKER_GROUP = "telbus"
 
 
 def _workload(args):

@@ -4,7 +4,7 @@ Used by the security tests and by anyone who wants a local SASL_SSL broker: one 
 leaf certificates signed by it for ``localhost`` / ``127.0.0.1`` (server) or for a client
 principal (mutual TLS). Kafka 3.9 reads PEM directly (``ssl.keystore.type=PEM``,
 ``ssl.truststore.type=PEM``), so no JKS and no keytool are needed; librdkafka takes the CA
-file as ``ssl.ca.location`` and aiokafka an ``ssl.SSLContext`` built from the same file.
+file as ``ssl.ca.location``.
 
 Keys are EC P-256: generated in milliseconds. Private keys are written PKCS#8 (the form
 Kafka's PEM keystore reads), unencrypted unless a password is given, with mode 0600.

@@ -168,3 +168,34 @@ class Proc:
             except subprocess.TimeoutExpired:
                 os.kill(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(30)
+
+
+def produce_in_background(topic: str, records: list, chunk: int = 25, pause_s: float = 0.02):
+    """Publish ``records`` in small chunks on a thread (a stream arriving while a test
+    injects faults); join the returned thread to wait for the end."""
+    import threading
+
+    def feed():
+        for i in range(0, len(records), chunk):
+            produce(topic, records[i:i + chunk])
+            time.sleep(pause_s)
+
+    t = threading.Thread(target=feed, name=f"feed-{topic}", daemon=True)
+    t.start()
+    return t
+
+
+def kill9_while_progressing(procs: list, progress, respawn, kills: int = 3, seed: int = 11) -> None:
+    """kill -9 the running process (``procs[-1]``) ``kills`` times, each at a random moment
+    once ``progress()`` (committed input records, -1 while unstable) has moved since the
+    last restart; ``respawn()`` returns its replacement, appended to ``procs`` so the
+    caller's teardown stops whichever process is running."""
+    import random
+
+    rnd = random.Random(seed)
+    for _ in range(kills):
+        before = wait_until(lambda: progress() + 1, 60, 0.1, "stable offsets") - 1
+        wait_until(lambda: progress() > before, 90, 0.05, "progress after a restart")
+        time.sleep(rnd.uniform(0.0, 0.8))
+        procs[-1].kill9()
+        procs.append(respawn())

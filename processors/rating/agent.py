@@ -67,7 +67,7 @@ from typing import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from processors import merge, statelog
+from processors import aligned, statelog
 from processors.rating import rules
 from telbus import codec, config, dlq, kafka, metrics
 
@@ -87,10 +87,9 @@ GROUP = "telbus-rating"
 TRANSACTION_TIMEOUT_MS = 10_000
 
 
-# Event-time alignment (processors/merge.py): per partition number, subscriber events and
+# Event-time alignment (processors/aligned.py): per partition number, subscriber events and
 # CDRs are the two sides; at equal event time subscriber events go first (audit order).
-RANK_SUBSCRIBER, RANK_CDR = 1, 2
-SIDES = (RANK_SUBSCRIBER, RANK_CDR)
+RANKS = {SUBSCRIBER_TOPIC: 1, CDR_TOPIC: 2}
 
 
 def group_id() -> str:
@@ -123,9 +122,8 @@ class RatingProcessor:
         self.producer: Producer | None = None
         self.plan_reader: Consumer | None = None
         self.ready = threading.Event()
-        # Co-partitioned inputs are processed in event-time order (see merge.py).
-        self.merger = merge.Merger(float(config.env("TELBUS_RATING_ALIGN_MS", "500")) / 1000)
-        self._fetched: dict[tuple[str, int], int] = {}   # next offset fetched per input partition
+        # Co-partitioned inputs are processed in event-time order (see aligned.py).
+        self.inputs = aligned.AlignedInputs(RANKS, float(config.env("TELBUS_RATING_ALIGN_MS", "500")) / 1000)
 
     # -- lifecycle ------------------------------------------------------------------
     def stop(self) -> None:
@@ -221,36 +219,29 @@ class RatingProcessor:
         self.state.restore(parts - set(self.state.tables))
 
     def _on_revoke(self, consumer, tps) -> None:
-        for tp in tps:
-            self._fetched.pop((tp.topic, tp.partition), None)
-            if tp.topic in (CDR_TOPIC, SUBSCRIBER_TOPIC):
-                self.state.drop([tp.partition])
-                self.merger.drop(tp.partition)
+        self.inputs.revoke(tps)
+        self.state.drop({tp.partition for tp in tps if tp.topic in RANKS})
 
     # -- the loop -----------------------------------------------------------------------
     def _step(self) -> None:
         msgs = self.consumer.consume(self.batch_size, self.poll_timeout)
         self._poll_plans()
         now = time.monotonic()
-        immediate = []   # plans and undecodable records: nothing to align, handled in arrival order
+        immediate = []   # plans: nothing to align, handled in arrival order
         for m in msgs:
             if m.error():
                 log.warning("rating: consumer error %s", m.error())
                 continue
-            self._fetched[(m.topic(), m.partition())] = m.offset() + 1
+            self.inputs.seen(m)
             if m.topic() == PLANS_TOPIC:
                 immediate.append((m, None))
                 continue
             try:
                 ev = codec.decode(m.value())
             except codec.DecodeError:
-                immediate.append((m, None))   # _handle dead-letters it with the reason
-                continue
-            side = RANK_CDR if m.topic() == CDR_TOPIC else RANK_SUBSCRIBER
-            t = ev.get("event_time")
-            self.merger.add(m.partition(), side,
-                            merge.Item(t if isinstance(t, int) else 0, side, m.offset(), now, (m, ev)))
-        good = immediate + [it.payload for it in self.merger.release(now, self._caught_up, lambda _p: SIDES)]
+                ev = None                     # _handle dead-letters it with the reason, in its turn
+            self.inputs.add(m, ev, now)
+        good = immediate + self.inputs.release(self.consumer, now)
         if not good:
             return
         counts: Counter = Counter()
@@ -287,24 +278,9 @@ class RatingProcessor:
         metrics.PROCESSING_SECONDS.labels(PROCESSOR).observe((time.monotonic() - t0) / len(good))
         self.state.report()
 
-    def _caught_up(self, partition: int, side: int) -> bool:
-        """Has ``side``'s topic partition been fetched to its high watermark (as last seen)?"""
-        topic = CDR_TOPIC if side == RANK_CDR else SUBSCRIBER_TOPIC
-        tp = TopicPartition(topic, partition)
-        try:
-            _lo, hi = self.consumer.get_watermark_offsets(tp, cached=True)
-        except KafkaException:
-            return False
-        nxt = self._fetched.get((topic, partition))
-        if nxt is None:
-            pos = self.consumer.position([tp])[0].offset
-            nxt = pos if pos >= 0 else None
-        return hi is not None and hi >= 0 and nxt is not None and nxt >= hi
-
     def _rewind(self) -> None:
         """After an aborted transaction: committed offsets and committed state again."""
-        self.merger.clear()
-        self._fetched.clear()
+        self.inputs.clear()
         assignment = self.consumer.assignment()
         committed = self.consumer.committed(assignment, 30)
         for tp in committed:

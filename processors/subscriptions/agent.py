@@ -63,7 +63,7 @@ from typing import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
-from processors import statelog
+from processors import aligned, statelog
 from processors.subscriptions import sync, views
 from telbus import codec, config, dlq, kafka, metrics
 
@@ -75,7 +75,10 @@ ORDER_TOPIC = "bss.order.events"
 SUBSCRIBER_TOPIC = "bss.subscriber.events"
 STATUS_TOPIC = "bss.order.status"
 STATE_TOPIC = "bss.subscription.state"
-INPUTS = (ORDER_TOPIC, SUBSCRIBER_TOPIC)
+#: Both inputs in event-time order per partition (processors/aligned.py); at equal event
+#: time a subscriber event goes before an order (its SubscriberCreated first).
+RANKS = {SUBSCRIBER_TOPIC: 1, ORDER_TOPIC: 2}
+INPUTS = tuple(RANKS)
 TRANSACTION_TIMEOUT_MS = 10_000
 
 
@@ -214,6 +217,7 @@ class SubscriptionProcessor:
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
         self.ready = threading.Event()
+        self.inputs = aligned.AlignedInputs(RANKS, float(config.env("TELBUS_SUBSCRIPTIONS_ALIGN_MS", "500")) / 1000)
 
     def stop(self) -> None:
         self._stop.set()
@@ -265,10 +269,21 @@ class SubscriptionProcessor:
         self.state.restore(parts - set(self.state.tables))
 
     def _on_revoke(self, consumer, tps) -> None:
+        self.inputs.revoke(tps)
         self.state.drop({tp.partition for tp in tps if tp.topic in INPUTS})
 
     def _step(self) -> None:
-        msgs = [m for m in self.consumer.consume(self.batch_size, self.poll_timeout) if not self._error(m)]
+        now = time.monotonic()
+        for m in self.consumer.consume(self.batch_size, self.poll_timeout):
+            if self._error(m):
+                continue
+            self.inputs.seen(m)
+            try:
+                ev = codec.decode(m.value())
+            except codec.DecodeError:
+                ev = None               # dead-lettered by _handle, in its turn
+            self.inputs.add(m, ev, now)
+        msgs = self.inputs.release(self.consumer, now)
         if not msgs:
             return
         t0 = time.monotonic()
@@ -279,10 +294,13 @@ class SubscriptionProcessor:
         try:
             dirty: dict[tuple[int, str], dict] = {}
             done: dict[tuple[str, int], int] = {}
-            for m in msgs:
-                self._handle(m, dirty, counts, views_out, latencies)
-                done[(m.topic(), m.partition())] = m.offset() + 1
+            for m, ev in msgs:
+                self._handle(m, ev, dirty, counts, views_out, latencies)
+                key = (m.topic(), m.partition())
+                done[key] = max(done.get(key, 0), m.offset() + 1)
             self.state.write(self.producer, dirty)
+            # Only what was processed is committed: records still waiting for alignment
+            # are fetched again after a crash.
             positions = [TopicPartition(t, p, o) for (t, p), o in sorted(done.items())]
             self.producer.send_offsets_to_transaction(positions, self.consumer.consumer_group_metadata(), 60)
             self.producer.commit_transaction(60)
@@ -316,6 +334,7 @@ class SubscriptionProcessor:
 
     def _rewind(self) -> None:
         """After an aborted transaction: committed offsets and committed state again."""
+        self.inputs.clear()
         committed = self.consumer.committed(self.consumer.assignment(), 30)
         for tp in committed:
             self.consumer.seek(TopicPartition(tp.topic, tp.partition,
@@ -333,14 +352,15 @@ class SubscriptionProcessor:
                      base64.b64decode(ref["value"]), STAGE, reject.reason)
         counts[("outcome", "dlq")] += 1
 
-    def _handle(self, m, dirty: dict, counts: Counter, views_out: list, latencies: list) -> None:
+    def _handle(self, m, ev: dict | None, dirty: dict, counts: Counter, views_out: list, latencies: list) -> None:
         counts[("consumed", m.topic())] += 1
-        try:
-            ev = codec.decode(m.value())
-        except codec.DecodeError as exc:
-            self._dead_letter(m, sync.Reject(None, str(exc), None), counts)
-            counts[("outcome", "decode_error")] += 1
-            return
+        if ev is None:
+            try:
+                ev = codec.decode(m.value())
+            except codec.DecodeError as exc:
+                self._dead_letter(m, sync.Reject(None, str(exc), None), counts)
+                counts[("outcome", "decode_error")] += 1
+                return
         key = m.key().decode("utf-8", "replace") if m.key() else ""
         if not key:
             self._dead_letter(m, sync.Reject(ev, "invalid: record has no key (subscriber_id)", None), counts)

@@ -7,8 +7,6 @@ the production order; subscriber events are settled before any CDR is published)
 from __future__ import annotations
 
 import random
-import threading
-import time
 from collections import Counter
 from datetime import datetime
 
@@ -17,7 +15,7 @@ import pytest
 from processors.rating import rules
 from telbus import config
 from telbus.localbroker import free_port
-from tests.helpers import Proc, produce, read_topic, unique, wait_until
+from tests.helpers import Proc, kill9_while_progressing, produce, produce_in_background, read_topic, unique
 from tests.integration.test_rating_golden import created, settle, sub_event, tariff
 
 pytestmark = pytest.mark.integration
@@ -175,34 +173,18 @@ def test_kill_9_while_cdrs_stream_in_rates_every_cdr_once(broker, tmp_path):
     produce("bss.tariff.plans", [plan])
     produce("bss.subscriber.events", sub_events)
     wid = unique("k")
-    w = start(start_worker(f"worker-{wid}", wid, tmp_path))
+    procs = [start(start_worker(f"worker-{wid}", wid, tmp_path))]
     try:
         settle("bss.tariff.plans", "bss.subscriber.events")
-
-        def feed():
-            for i in range(0, len(cdrs), 25):
-                produce("net.cdr.raw", cdrs[i:i + 25])
-                time.sleep(0.02)
-
-        feeder = threading.Thread(target=feed)
-        feeder.start()
-        rnd = random.Random(11)
-        kills = 0
-        for _ in range(3):
-            # kill at a random point once the (re)started worker is rating again
-            before = wait_until(lambda: committed_cdrs() + 1, 60, 0.1, "stable offsets") - 1
-            wait_until(lambda: committed_cdrs() > before, 90, 0.05, "rating progress")
-            time.sleep(rnd.uniform(0.0, 0.8))
-            w.kill9()
-            kills += 1
-            w = spawn(start_worker(f"worker-{wid}", wid, tmp_path))
+        feeder = produce_in_background("net.cdr.raw", cdrs, chunk=25)
+        kill9_while_progressing(procs, committed_cdrs, lambda: spawn(start_worker(f"worker-{wid}", wid, tmp_path)))
         feeder.join(120)
-        assert kills == 3
+        assert len(procs) == 4
         settle("net.cdr.raw")
         rated, credit = live(subs)
         assert_same(rated, credit, exp_rated, exp_credit, exp_bal)
     finally:
-        w.stop()
+        procs[-1].stop()
 
 
 def test_worker_without_local_state_rebuilds_from_the_log(broker, tmp_path):

@@ -3,8 +3,8 @@
 Against a broker these tests configure themselves (tests/security/cluster.py): a CA and
 certificates generated here, SCRAM users created when the storage is formatted, KRaft's
 StandardAuthorizer with nothing allowed but what ACL_PLAN grants. Covered: the CLI
-(topics, produce, consume, status, query), the Faust worker (aiokafka for subscriptions,
-fraud and alarms; librdkafka for rating), the sink; wrong passwords, a wrong CA, plaintext
+(topics, produce, consume, status, query), the worker (a librdkafka loop per processor),
+the sink; wrong passwords, a wrong CA, plaintext
 clients, ACL denials; the read-only query endpoint behind a bearer token; no secret in any
 log, status or metrics output.
 """
@@ -295,9 +295,9 @@ def test_worker_and_sink_process_over_sasl_ssl(secure_cluster, stack):
         assert res.returncode == 0, res.stderr
     sub = f"S-{uid}".encode()
 
-    # subscriptions (Faust/aiokafka) published the state
+    # subscription sync published the state
     state = wait_until(lambda: [r for r in read_all(secure_cluster, "bss.subscription.state") if r[2] == sub],
-                       120, 1.0, "SubscriptionState through aiokafka over SASL_SSL")
+                       120, 1.0, "SubscriptionState over SASL_SSL")
     assert codec.decode(state[0][3])["version"] == 1
     # rating (librdkafka) has seen the plan and the subscriber before the CDR is sent
     time.sleep(2)

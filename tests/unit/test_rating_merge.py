@@ -1,6 +1,9 @@
 """Event-time alignment (processors/merge.py) as the rating processor uses it, and N-way."""
 from processors.merge import Item, Merger
-from processors.rating.agent import RANK_CDR, RANK_SUBSCRIBER, SIDES
+from processors.rating.agent import CDR_TOPIC, RANKS, SUBSCRIBER_TOPIC
+
+RANK_SUBSCRIBER, RANK_CDR = RANKS[SUBSCRIBER_TOPIC], RANKS[CDR_TOPIC]
+SIDES = tuple(sorted(RANKS.values()))
 
 
 def item(t, rank, off, arrived=0.0):
