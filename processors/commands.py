@@ -56,7 +56,7 @@ def run_worker(args) -> int:
         lag.start(group, inputs)
     metrics.register_endpoint(process, "views", f"http://{app.conf.web_host}:{app.conf.web_port}/views")
 
-    from processors import failfast
+    from processors import failfast, hosting
 
     @app.timer(1.0)
     async def watch_for_crashes() -> None:
@@ -69,8 +69,9 @@ def run_worker(args) -> int:
     class TelbusWorker(Worker):
         async def on_startup_finished(self) -> None:
             await super().on_startup_finished()
-            stack.mark_ready(process)
-            self.log.info("telbus worker ready: %s", ", ".join(loaded))
+            if await hosting.all_ready():
+                stack.mark_ready(process)
+                self.log.info("telbus worker ready: %s", ", ".join(loaded))
 
     worker = TelbusWorker(app, loglevel=args.loglevel, quiet=True, override_logging=True)
     try:

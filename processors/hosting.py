@@ -52,6 +52,25 @@ class Restarts:
         return True
 
 
+#: The services hosting a loop in this worker (readiness: ``all_ready``).
+HOSTED: list = []
+
+
+async def all_ready(poll_s: float = 0.1) -> bool:
+    """Wait until every hosted loop is connected and consuming (its ``ready`` event); False
+    as soon as the worker is failing instead (a refused password, say): the worker must
+    not call itself ready when its processors never got to work."""
+    import asyncio
+
+    from processors import failfast
+
+    while failfast.failure() is None:
+        if all(svc.processor.ready.is_set() for svc in HOSTED):
+            return True
+        await asyncio.sleep(poll_s)
+    return False
+
+
 def host_in_worker(name: str, make_processor: Callable[[], object], start_early: bool = False) -> None:
     """Run ``make_processor().run()`` on a thread while the worker runs; ``stop()`` at exit.
 
@@ -110,10 +129,12 @@ def host_in_worker(name: str, make_processor: Callable[[], object], start_early:
     cls_name = f"{name.capitalize()}Service"
     cls = type(cls_name, (ProcessorService,), {"__module__": __name__, "__qualname__": cls_name})
     globals()[cls_name] = cls
+    svc = cls()
+    HOSTED.append(svc)
     if start_early:
-        app.add_dependency(cls())
+        app.add_dependency(svc)
     else:
-        app.service(cls)
+        app.service(svc)
 
 
 def run_standalone(name: str, processor_cls) -> int:

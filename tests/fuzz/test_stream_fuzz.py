@@ -324,11 +324,6 @@ def test_telbus_produce_random_json_lines(fuzz_broker, topic, data):
         assert f"line {no}: {first}" in res.stderr, (no, reason)
 
 
-@pytest.mark.xfail(reason="processors (Faust app): on a fresh cluster an agent or service can still crash right "
-                          "after 'ready' (PartitionsMismatch: changelog has 0 partitions; _UNKNOWN_PARTITION on a "
-                          "just-created state topic), seen in some runs; the worker then exits (failfast.py) and "
-                          "a restart recovers, but the first start should not need one (gap reported)",
-                   strict=False)
 def test_first_worker_start_on_a_fresh_cluster_loses_nothing(fuzz_stack):
     assert FIRST_START.get("crashes") == [], FIRST_START.get("crashes")
 
