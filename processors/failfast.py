@@ -1,12 +1,11 @@
 """A worker with one dead processor stops as a whole, with a non-zero status.
 
-A worker process hosts several processors (the rating, fraud and alarm loops on threads,
-the subscription agent under Faust). If one of them dies and the process keeps running,
-its consumer group still looks alive to Kafka and its input waits unprocessed (or worse,
-Faust keeps committing past it) while ``telbus status`` says "running". Stopping the whole
-process turns that into something every operator tool sees: the process is gone, its
+A worker process hosts several processors (the rating, fraud, alarm and subscription
+loops, each on a thread of the Faust app). If one of them dies and the process keeps
+running, its input waits unprocessed while ``telbus status`` says "running". Stopping
+the whole process turns that into something every operator tool sees: the process is gone, its
 ``up`` metric disappears, a supervisor restarts it, and the restart rebuilds every state
-from the log (which is always safe: the loops are transactional, the agent idempotent).
+from the log (which is always safe: the loops are transactional).
 
 The stop is bounded: the other processors get ``TELBUS_WORKER_STOP_GRACE_S`` (default 20 s)
 to close cleanly after SIGTERM; a loop stuck in a blocking call (a cluster that refuses
@@ -64,8 +63,7 @@ def exit_status(default: int = 0) -> int:
 
 def crashed_services(root) -> list[str]:
     """Names of crashed mode services under ``root`` (the Faust app and its children):
-    a crash inside Faust (its consumer, table recovery, a fetcher) does not stop the worker
-    by itself."""
+    a crash inside Faust (its web server, a timer) does not stop the worker by itself."""
     out, seen, todo = [], set(), [root]
     while todo:
         s = todo.pop()

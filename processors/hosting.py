@@ -1,8 +1,8 @@
 """Hosting a blocking processor loop inside ``telbus worker``.
 
-Rating, fraud and alarm correlation run confluent-kafka transactional loops (librdkafka
-calls block), each on a thread of its own inside the Faust worker process, which keeps the
-process lifecycle, signals and the subscription agent. A loop whose transactional producer
+Rating, fraud, alarm correlation and subscription sync run confluent-kafka transactional
+loops (librdkafka calls block), each on a thread of its own inside the Faust worker
+process, which keeps the process lifecycle, signals and the HTTP views. A loop whose transactional producer
 was fenced (a broker away longer than the transaction timeout) is started again in place,
 its state rebuilt from the log; any other fatal error in a loop stops the whole worker with
 a non-zero status (``processors/failfast.py``), and the restart rebuilds every state from
@@ -22,7 +22,7 @@ def restartable(exc: BaseException) -> bool:
     transactional.id aborts what the old one left open) and a state rebuilt from the
     changelog are the safe answer. Calling the timed-out method again, as librdkafka
     allows, was seen to block for good after a broker kill -9 (make chaos). Restarting
-    the whole worker would also do, but makes the Faust agent wait out its group session."""
+    the whole worker would also do, but costs every loop its state rebuild."""
     from confluent_kafka import KafkaError, KafkaException
 
     if not isinstance(exc, KafkaException) or not exc.args or not isinstance(exc.args[0], KafkaError):

@@ -8,7 +8,7 @@ Figures (all measured here, per case):
 * ``delayed`` -- CDRs of this case whose RatedCdr appeared more than ``DELAY_S`` after
   they were sent (steady state here is well under a second), with ``latency_p50/p99/max``;
 * ``orders_delayed`` / ``order_latency_max_s`` -- the same for the first OrderStatus of
-  each order (the subscription agent is Faust's, with its own rejoin delays);
+  each order;
 * ``peak_backlog`` / ``peak_sink_lag`` -- the highest of each signal from the fault on,
   ``peak_sink_lag_by_topic`` where the sink's lag sat at its peak;
 * ``exits_relaunched`` -- processes that stopped on their own and the supervisor relaunched.
