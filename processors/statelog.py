@@ -46,6 +46,23 @@ def reader(owner: str):
         "enable.partition.eof": True, "isolation.level": "read_committed"})
 
 
+def ensure_compacted(topic: str, like: str) -> None:
+    """Create the compacted topic ``topic`` (as many partitions as ``like``) if missing."""
+    from confluent_kafka.admin import NewTopic
+
+    a = kafka.admin()
+    if topic in a.list_topics(timeout=15).topics:
+        return
+    rf = int(config.env("TELBUS_TOPIC_REPLICATION", "1"))
+    fut = a.create_topics([NewTopic(topic, num_partitions=partition_count(like), replication_factor=rf,
+                                    config={"cleanup.policy": "compact"})])[topic]
+    try:
+        fut.result()
+    except KafkaException as exc:
+        if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+            raise
+
+
 class ChangelogState:
     """``tables[partition][key] -> dict`` backed by the compacted topic ``topic``."""
 
@@ -56,20 +73,7 @@ class ChangelogState:
         self.tables: dict[int, dict[str, dict]] = {}
 
     def ensure_topic(self, like: str) -> None:
-        """Create the changelog (compacted, as many partitions as ``like``) if missing."""
-        from confluent_kafka.admin import NewTopic
-
-        a = kafka.admin()
-        if self.topic in a.list_topics(timeout=15).topics:
-            return
-        rf = int(config.env("TELBUS_TOPIC_REPLICATION", "1"))
-        fut = a.create_topics([NewTopic(self.topic, num_partitions=partition_count(like), replication_factor=rf,
-                                        config={"cleanup.policy": "compact"})])[self.topic]
-        try:
-            fut.result()
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise
+        ensure_compacted(self.topic, like)
 
     def table(self, partition: int) -> dict[str, dict]:
         return self.tables.setdefault(partition, {})

@@ -74,7 +74,7 @@ from typing import Any, Callable, Iterator
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from processors import merge
+from processors import merge, transactions
 from processors.alarms.correlate import CorrelationState, Correlator, InvalidAlarm, validate_alarm
 from processors.alarms.topology import Topology, TopologyError, validate_ne, validate_subscriber
 from telbus import codec, config, dlq, kafka, metrics
@@ -92,7 +92,6 @@ INPUTS = (ALARM_TOPIC, TOPOLOGY_TOPIC, SUBSCRIBER_TOPIC)
 INTAKE = "intake"
 _RANK = {TOPOLOGY_TOPIC: 0, SUBSCRIBER_TOPIC: 1, ALARM_TOPIC: 2}
 GROUP = "telbus-alarms"
-TRANSACTION_TIMEOUT_MS = 10_000
 FUNNEL_RETENTION_MS = 7 * 24 * 3600 * 1000
 TOPOLOGY_MAPPINGS = ("nes", "children", "subscribers", "subs_per_ne")
 
@@ -220,14 +219,8 @@ class AlarmProcessor:
             "heartbeat.interval.ms": 1_000,
             "max.poll.interval.ms": 300_000,
         }
-        self.in_producer = kafka.producer(**{
-            "transactional.id": f"{forward_group()}-{_worker()}",
-            "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS, "linger.ms": 2})
-        self.in_producer.init_transactions(60)
-        self.producer = kafka.producer(**{
-            "transactional.id": f"{group_id()}-{_worker()}",
-            "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS, "linger.ms": 2})
-        self.producer.init_transactions(60)
+        self.in_producer = transactions.producer(f"{forward_group()}-{_worker()}")
+        self.producer = transactions.producer(f"{group_id()}-{_worker()}")
         # static membership: a restarted worker gets its partitions back at once
         self.in_consumer = kafka.consumer(forward_group(), **common,
                                           **{"group.instance.id": f"{forward_group()}-{_worker()}"})
@@ -348,31 +341,6 @@ class AlarmProcessor:
             metrics.STATE_ENTRIES.labels(f"alarms_{name.replace('.', '_')}").set(n)
 
     # -- transactions ---------------------------------------------------------------------
-    def _commit(self, producer: Producer, consumer: Consumer, positions: list | None = None) -> bool:
-        """Offsets into the open transaction and commit; False (after abort) on a retriable error.
-
-        ``positions``: the offsets to commit (default: the consumer's positions)."""
-        try:
-            if positions is None:
-                positions = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
-            producer.send_offsets_to_transaction(positions, consumer.consumer_group_metadata(), 60)
-            producer.commit_transaction(60)
-            return True
-        except KafkaException as exc:
-            err = exc.args[0]
-            if err.txn_requires_abort():
-                log.warning("alarms: transaction aborted (%s); rewinding", err)
-                producer.abort_transaction(60)
-                return False
-            raise
-
-    @staticmethod
-    def _rewind(consumer: Consumer) -> None:
-        committed = consumer.committed(consumer.assignment(), 30)
-        for tp in committed:
-            consumer.seek(TopicPartition(tp.topic, tp.partition,
-                                         tp.offset if tp.offset >= 0 else OFFSET_BEGINNING))
-
     @staticmethod
     def _good(msgs) -> list:
         good = []
@@ -425,12 +393,12 @@ class AlarmProcessor:
             done[key] = max(done.get(key, 0), m.offset() + 1)
         # only what was forwarded is committed: records still waiting are fetched again
         positions = [TopicPartition(t, p, o) for (t, p), o in sorted(done.items())]
-        if self._commit(self.in_producer, self.in_consumer, positions):
+        if transactions.commit_or_abort(self.in_producer, self.in_consumer, positions, PROCESSOR):
             self._count(counts)
         else:
             self.merger.clear()
             self._fetched.clear()
-            self._rewind(self.in_consumer)
+            transactions.rewind(self.in_consumer)
 
     def _dead_letter(self, m, stage: str, reason: str, counts: Counter) -> None:
         log.warning("alarms: %s[%d]@%d to DLQ: %s", m.topic(), m.partition(), m.offset(), reason)
@@ -490,7 +458,7 @@ class AlarmProcessor:
             return
         st = self.state
         if st is None:  # cannot happen while we own the partition; be safe
-            self._rewind(self.consumer)
+            transactions.rewind(self.consumer)
             return
         counts: Counter = Counter()
         t0 = time.monotonic()
@@ -505,7 +473,7 @@ class AlarmProcessor:
         except Exception:
             self.producer.abort_transaction(60)
             raise
-        if self._commit(self.producer, self.consumer):
+        if transactions.commit_or_abort(self.producer, self.consumer, who=PROCESSOR):
             st.dirty.clear()
             self._count(counts)
             metrics.PROCESSING_SECONDS.labels(PROCESSOR).observe((time.monotonic() - t0) / len(good))
@@ -514,7 +482,7 @@ class AlarmProcessor:
             self._gauges(st)
         else:
             self.state = self._restore()
-            self._rewind(self.consumer)
+            transactions.rewind(self.consumer)
 
     def _apply(self, st: AlarmState, m, counts: Counter) -> int | None:
         try:

@@ -79,6 +79,7 @@ from typing import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from processors import transactions
 from processors.fraud import rules
 from processors.fraud.config import FraudConfig
 from telbus import codec, config, dlq, kafka, metrics
@@ -97,7 +98,6 @@ SWEEP_EVERY_MS = 10 * 60 * 1000
 #: Header on the repartitioned logins: the sec.login.events partition they came from.
 ORIGIN_HEADER = "telbus.fraud.origin"
 BY_IP_RETENTION_MS = 7 * 24 * 3600 * 1000
-TRANSACTION_TIMEOUT_MS = 10_000
 
 #: Input topics whose bad records this processor dead-letters (it is their only reader).
 OWNED_TOPICS = {LOGIN_TOPIC}
@@ -228,21 +228,8 @@ class FraudProcessor:
         log.info("fraud: config %s", CONFIG.describe())
         kafka.wait_for_cluster(120)
         self._ensure_topics()
-        self.producer = kafka.producer(**{
-            "transactional.id": transactional_id(),
-            "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
-            "linger.ms": 2,
-        })
-        self.producer.init_transactions(60)
-        self.consumer = kafka.consumer(self.group, **{
-            "partition.assignment.strategy": "range",
-            "enable.partition.eof": False,
-            "isolation.level": "read_committed",
-            "group.instance.id": transactional_id(),
-            "session.timeout.ms": 10_000,
-            "heartbeat.interval.ms": 1_000,
-            "max.poll.interval.ms": 300_000,
-        })
+        self.producer = transactions.producer(transactional_id())
+        self.consumer = transactions.consumer(self.group, transactional_id())
         self.consumer.subscribe(list(self.routes), on_assign=self._on_assign,
                                 on_revoke=self._on_revoke, on_lost=self._on_revoke)
         self.ready.set()
@@ -256,13 +243,7 @@ class FraudProcessor:
             self._close()
 
     def _close(self) -> None:
-        if self.consumer is not None:
-            try:
-                self.consumer.close()
-            except Exception:  # closing is best effort; nothing uncommitted is at stake
-                pass
-        if self.producer is not None:
-            self.producer.flush(10)
+        transactions.close(self.consumer, self.producer)
 
     # -- topics and state -------------------------------------------------------------
     def _ensure_topics(self) -> None:
@@ -386,17 +367,12 @@ class FraudProcessor:
                 self.producer.produce(self.state_topic,
                                       None if record is None else _state_value(record),
                                       _state_key(table, key), partition=p)
-            positions = [tp for tp in self.consumer.position(self.consumer.assignment()) if tp.offset >= 0]
-            self.producer.send_offsets_to_transaction(positions, self.consumer.consumer_group_metadata(), 60)
-            self.producer.commit_transaction(60)
+            transactions.commit(self.producer, self.consumer)
         except KafkaException as exc:
-            err = exc.args[0]
-            if err.txn_requires_abort():
-                log.warning("fraud: transaction aborted (%s); rewinding to the committed state", err)
-                self.producer.abort_transaction(60)
-                self._rewind()
-                return
-            raise
+            if not transactions.aborted(self.producer, exc, PROCESSOR):
+                raise
+            self._rewind()
+            return
         for (outcome, topic), n in counts.items():
             if outcome == "consumed":
                 metrics.EVENTS_CONSUMED.labels(self.process, topic).inc(n)
@@ -411,11 +387,7 @@ class FraudProcessor:
 
     def _rewind(self) -> None:
         """After an aborted transaction: committed offsets and committed state again."""
-        assignment = self.consumer.assignment()
-        committed = self.consumer.committed(assignment, 30)
-        for tp in committed:
-            self.consumer.seek(TopicPartition(tp.topic, tp.partition,
-                                              tp.offset if tp.offset >= 0 else OFFSET_BEGINNING))
+        transactions.rewind(self.consumer)
         wanted = {(t, p) for t, parts in self.states.items() for p in parts}
         for parts in self.states.values():
             parts.clear()

@@ -67,7 +67,7 @@ from typing import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from processors import aligned, statelog
+from processors import aligned, statelog, transactions
 from processors.rating import rules
 from telbus import codec, config, dlq, kafka, metrics
 
@@ -82,9 +82,6 @@ CREDIT_TOPIC = "ocs.credit.control"
 STATE_TOPIC = "telbus-rating-subscribers-changelog"
 GROUP = "telbus-rating"
 
-#: transaction.timeout.ms: how long a crashed worker's open transaction can hold back
-#: read_committed readers when no worker with its transactional.id comes back.
-TRANSACTION_TIMEOUT_MS = 10_000
 
 
 # Event-time alignment (processors/aligned.py): per partition number, subscriber events and
@@ -134,23 +131,8 @@ class RatingProcessor:
         self.state.ensure_topic(like=CDR_TOPIC)
         self._open_plan_reader()
         self._poll_plans(until_eof=True)
-        self.producer = kafka.producer(**{
-            "transactional.id": transactional_id(),
-            "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
-            "linger.ms": 2,
-        })
-        self.producer.init_transactions(60)
-        self.consumer = kafka.consumer(self.group, **{
-            "partition.assignment.strategy": "range",
-            "enable.partition.eof": False,
-            "isolation.level": "read_committed",
-            # static membership: a restarted worker gets its partitions back at once
-            # instead of waiting for its dead predecessor's session to expire
-            "group.instance.id": transactional_id(),
-            "session.timeout.ms": 10_000,
-            "heartbeat.interval.ms": 1_000,
-            "max.poll.interval.ms": 300_000,
-        })
+        self.producer = transactions.producer(transactional_id())
+        self.consumer = transactions.consumer(self.group, transactional_id())
         self.consumer.subscribe([CDR_TOPIC, SUBSCRIBER_TOPIC, PLANS_TOPIC],
                                 on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_revoke)
@@ -165,14 +147,8 @@ class RatingProcessor:
             self._close()
 
     def _close(self) -> None:
-        for c in (self.consumer, self.plan_reader):
-            if c is not None:
-                try:
-                    c.close()
-                except Exception:  # closing is best effort; nothing uncommitted is at stake
-                    pass
-        if self.producer is not None:
-            self.producer.flush(10)
+        transactions.close(self.plan_reader, None)
+        transactions.close(self.consumer, self.producer)
 
     # -- plans, state -----------------------------------------------------------------
     def _open_plan_reader(self) -> None:
@@ -257,17 +233,12 @@ class RatingProcessor:
             self.state.write(self.producer, dirty)
             # Only what was processed is committed: records still waiting in the merger
             # are fetched again after a crash.
-            positions = [TopicPartition(t, p, o) for (t, p), o in sorted(done.items())]
-            self.producer.send_offsets_to_transaction(positions, self.consumer.consumer_group_metadata(), 60)
-            self.producer.commit_transaction(60)
+            transactions.commit(self.producer, self.consumer, transactions.positions(done))
         except KafkaException as exc:
-            err = exc.args[0]
-            if err.txn_requires_abort():
-                log.warning("rating: transaction aborted (%s); rewinding to the committed state", err)
-                self.producer.abort_transaction(60)
-                self._rewind()
-                return
-            raise
+            if not transactions.aborted(self.producer, exc, PROCESSOR):
+                raise
+            self._rewind()
+            return
         for (outcome, topic), n in counts.items():
             if outcome == "consumed":
                 metrics.EVENTS_CONSUMED.labels(self.process, topic).inc(n)
@@ -281,11 +252,7 @@ class RatingProcessor:
     def _rewind(self) -> None:
         """After an aborted transaction: committed offsets and committed state again."""
         self.inputs.clear()
-        assignment = self.consumer.assignment()
-        committed = self.consumer.committed(assignment, 30)
-        for tp in committed:
-            self.consumer.seek(TopicPartition(tp.topic, tp.partition,
-                                              tp.offset if tp.offset >= 0 else OFFSET_BEGINNING))
+        transactions.rewind(self.consumer)
         self.state.reload()
 
     def _dead_letter(self, m, stage: str, reason: str, counts: Counter) -> None:

@@ -61,9 +61,9 @@ import time
 from collections import Counter
 from typing import Callable
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer
 
-from processors import aligned, statelog
+from processors import aligned, statelog, transactions
 from processors.subscriptions import sync, views
 from telbus import codec, config, dlq, kafka, metrics
 
@@ -79,7 +79,6 @@ STATE_TOPIC = "bss.subscription.state"
 #: time a subscriber event goes before an order (its SubscriberCreated first).
 RANKS = {SUBSCRIBER_TOPIC: 1, ORDER_TOPIC: 2}
 INPUTS = tuple(RANKS)
-TRANSACTION_TIMEOUT_MS = 10_000
 
 
 def _app_id() -> str:
@@ -225,23 +224,9 @@ class SubscriptionProcessor:
     def run(self, on_ready: Callable[[], None] | None = None) -> None:
         kafka.wait_for_cluster(120)
         self.state.ensure_topic(like=ORDER_TOPIC)
-        statelog.ChangelogState(self.views_topic, "subscription_views", self.group).ensure_topic(like=ORDER_TOPIC)
-        self.producer = kafka.producer(**{
-            "transactional.id": transactional_id(),
-            "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
-            "linger.ms": 2,
-        })
-        self.producer.init_transactions(60)
-        self.consumer = kafka.consumer(self.group, **{
-            "partition.assignment.strategy": "range",
-            "enable.partition.eof": False,
-            "isolation.level": "read_committed",
-            # static membership: a restarted worker gets its partitions back at once
-            "group.instance.id": transactional_id(),
-            "session.timeout.ms": 10_000,
-            "heartbeat.interval.ms": 1_000,
-            "max.poll.interval.ms": 300_000,
-        })
+        statelog.ensure_compacted(self.views_topic, like=ORDER_TOPIC)
+        self.producer = transactions.producer(transactional_id())
+        self.consumer = transactions.consumer(self.group, transactional_id())
         self.consumer.subscribe(list(INPUTS), on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_revoke)
         self.ready.set()
@@ -255,13 +240,7 @@ class SubscriptionProcessor:
             self._close()
 
     def _close(self) -> None:
-        if self.consumer is not None:
-            try:
-                self.consumer.close()
-            except Exception:  # closing is best effort; nothing uncommitted is at stake
-                pass
-        if self.producer is not None:
-            self.producer.flush(10)
+        transactions.close(self.consumer, self.producer)
 
     def _on_assign(self, consumer, tps) -> None:
         metrics.REBALANCES.labels(self.process).inc()
@@ -301,17 +280,12 @@ class SubscriptionProcessor:
             self.state.write(self.producer, dirty)
             # Only what was processed is committed: records still waiting for alignment
             # are fetched again after a crash.
-            positions = [TopicPartition(t, p, o) for (t, p), o in sorted(done.items())]
-            self.producer.send_offsets_to_transaction(positions, self.consumer.consumer_group_metadata(), 60)
-            self.producer.commit_transaction(60)
+            transactions.commit(self.producer, self.consumer, transactions.positions(done))
         except KafkaException as exc:
-            err = exc.args[0]
-            if err.txn_requires_abort():
-                log.warning("subscriptions: transaction aborted (%s); rewinding to the committed state", err)
-                self.producer.abort_transaction(60)
-                self._rewind()
-                return
-            raise
+            if not transactions.aborted(self.producer, exc, PROCESSOR):
+                raise
+            self._rewind()
+            return
         for v in views_out:           # committed: now this worker's views may show it
             FEED.upsert(v)
         for (kind, name), n in counts.items():
@@ -335,10 +309,7 @@ class SubscriptionProcessor:
     def _rewind(self) -> None:
         """After an aborted transaction: committed offsets and committed state again."""
         self.inputs.clear()
-        committed = self.consumer.committed(self.consumer.assignment(), 30)
-        for tp in committed:
-            self.consumer.seek(TopicPartition(tp.topic, tp.partition,
-                                              tp.offset if tp.offset >= 0 else OFFSET_BEGINNING))
+        transactions.rewind(self.consumer)
         self.state.reload()
 
     def _dead_letter(self, m, reject, counts: Counter) -> None:
