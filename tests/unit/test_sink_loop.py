@@ -180,3 +180,63 @@ def test_redelivery_after_restart_is_skipped_by_the_fence(sink, tmp_path):
     assert sink.stats["skipped"] == 3
     sink._flush()
     assert sink.store.client.query("SELECT count(), uniqExact(_offset) FROM net_cdr_raw").result_rows == [(5, 5)]
+
+
+def test_next_batch_is_framed_while_the_previous_one_inserts(sink, monkeypatch):
+    """The due batch is detached and framed before waiting on the insert in flight, then
+    inserted after it: offsets committed in order, every row once."""
+    go = threading.Event()
+    seen = {}
+    real_raw = sink.store.client.raw_insert
+    calls = {"n": 0}
+
+    def slow_first(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            assert go.wait(10), "the next batch was never framed"
+        return real_raw(*a, **kw)
+
+    monkeypatch.setattr(sink.store.client, "raw_insert", slow_first)
+    sink.handle_many([Msg("net.cdr.raw", 0, i, cdr_bytes(i)) for i in range(3)], tcodec.decode)
+    sink._start_flush()
+
+    def watch():
+        deadline = threading.Event()
+        for _ in range(1000):
+            ready = sink._ready
+            if ready is not None:
+                seen["framed"] = bool(ready.batch.blobs) and sink._flight.thread.is_alive()
+                break
+            deadline.wait(0.01)
+        go.set()
+
+    t = threading.Thread(target=watch)
+    t.start()
+    sink.handle_many([Msg("net.cdr.raw", 0, i, cdr_bytes(i)) for i in range(3, 6)], tcodec.decode)
+    assert sink._due()
+    sink._flush_due()
+    t.join(10)
+    sink._wait_flight()
+    assert seen == {"framed": True}
+    assert sink.consumer.commits == [{("net.cdr.raw", 0): 3}, {("net.cdr.raw", 0): 6}]
+    assert sink.store.client.query("SELECT count(), uniqExact(_offset) FROM net_cdr_raw").result_rows == [(6, 6)]
+
+
+def test_a_rebalance_flushes_the_framed_batch_once(sink, monkeypatch):
+    """A revoke while a framed batch waits for its turn inserts and commits it before the
+    partitions go; the loop then does not launch it a second time."""
+    real_wait = sink._wait_flight
+    revoked = []
+
+    def wait_then_revoke(abort_after_s=None):      # as if the consumer's poll rebalanced
+        real_wait(abort_after_s)
+        if sink._ready is not None and not revoked:
+            revoked.append(True)
+            sink._on_revoke(sink.consumer, [])
+
+    monkeypatch.setattr(sink, "_wait_flight", wait_then_revoke)
+    sink.handle_many([Msg("net.cdr.raw", 0, i, cdr_bytes(i)) for i in range(3)], tcodec.decode)
+    sink._flush_due()
+    assert sink._ready is None and sink._flight is None
+    assert sink.consumer.commits == [{("net.cdr.raw", 0): 3}]
+    assert sink.store.client.query("SELECT count() FROM net_cdr_raw").result_rows == [(3,)]
