@@ -478,8 +478,16 @@ class Sink:
         try:
             while True:
                 try:
+                    # a failed INSERT may have landed: what the store now holds is not retried
+                    landed = self.writer.drop_stored(flight.batch) if attempts else {}
                     flight.result = self.writer.flush(flight.batch)
+                    for table, n in landed.items():
+                        flight.result.rows[table] = flight.result.rows.get(table, 0) + n
                     STORE_UP.set(1)
+                    if attempts:
+                        # a store killed mid-INSERT may hold a source part without all
+                        # of its view parts: same check as after a restart of the sink
+                        self._heal_views()
                     break
                 except Exception as exc:
                     attempts += 1

@@ -182,6 +182,46 @@ class Writer:
         b, self.batch = self.batch, Batch()
         return b
 
+    def drop_stored(self, batch: Batch) -> dict[str, int]:
+        """Before retrying a failed insert: drop from the batch what the store now holds.
+
+        An INSERT that failed because the store went away (a server killed mid-insert, a
+        connection cut before the answer) may have landed all the same: one INSERT is one
+        part per table, written whole or not at all. Retrying it blindly would store those
+        rows twice, and their materialized views would count them twice. So the stored
+        offsets are read again (this raises while the store is still down, which the caller
+        counts as one more failed attempt) and what is at or below them leaves the batch.
+        Returns rows per table found already stored.
+        """
+        landed: dict[str, int] = {}
+        for topic in sorted(set(batch.encoded) | set(batch.rows)):
+            enc, rows = batch.encoded.get(topic) or [], batch.rows.get(topic) or []
+            if not enc and not rows:
+                continue
+            table = self.store.tables[topic]
+            stored = self.store.fence(table)
+            if not stored:
+                continue
+            fence = self.fence(topic)
+            for p, o in stored.items():
+                if o > fence.get(p, -1):
+                    fence[p] = o
+            n = 0
+            if enc:
+                keep = [r for r in enc if r[1] > stored.get(r[0], -1)]
+                if len(keep) != len(enc):
+                    n += len(enc) - len(keep)
+                    batch.encoded[topic] = keep
+                    batch.blobs.pop(topic, None)        # framed for the old content
+            if rows:
+                pi, oi = self._po[topic]
+                keep = [r for r in rows if r[oi] > stored.get(r[pi], -1)]
+                n += len(rows) - len(keep)
+                batch.rows[topic] = keep
+            if n:
+                landed[table.name] = n
+        return landed
+
     # -- flushing --------------------------------------------------------------------
     def prepare(self, batch: Batch) -> None:
         """Build the Avro containers of a batch now (pure Python work: the sink does it on
