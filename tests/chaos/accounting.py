@@ -90,9 +90,10 @@ def check_sink(load, reference_counts: dict, res: dict | None = None) -> dict:
     published = {t: load.delivered[t] + reference_counts.get(t, 0) for t in (CDR, LOGIN, ALARM, ORDER)}
     in_kafka = {t: topics[t]["kafka_records"] for t in published if t in topics}
     stored = {t: topics[t]["stored"] for t in published if t in topics}
+    stored_raw = {t: topics[t]["stored_raw"] for t in published if t in topics}    # without FINAL
     views_bad = sorted(v for v, r in res["views"].items() if not r["ok"])
     ok = res["ok"] and not behind and in_kafka == published and stored == published
     return {"ok": ok, "audit_ok": res["ok"], "behind": behind, "views_bad": views_bad,
-            "published": published, "in_kafka": in_kafka, "stored": stored,
+            "published": published, "in_kafka": in_kafka, "stored": stored, "stored_raw": stored_raw,
             "problems": [f"{r['topic']} partition {p['partition']}: {pr}" for r in res["topics"]
                          for p in r.get("partitions", []) for pr in p["problems"]][:10]}

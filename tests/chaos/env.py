@@ -25,6 +25,7 @@ class ChaosStack:
         self.root = root
         self.logs = root / "logs"
         self.broker = None
+        self.clickhouse = None       # sinks.localserver.LocalClickHouse, once a case wants one
         self.procs: dict = {}        # name -> tests.helpers.Proc (only the ones started here)
         self.reference: list = []
         self.supervised: set[str] = set()
@@ -84,10 +85,23 @@ class ChaosStack:
         return Proc(name, ["worker", "--loglevel", "warning"], log_dir=self.logs,
                     env={"TELBUS_WORKER_ID": worker_id, "TELBUS_WORKER_WEB_PORT": port})
 
-    def sink(self):
+    def sink(self, dsn: str | None = None):
+        """The sink; ``dsn``: a ClickHouse server instead of the embedded store."""
         from tests.helpers import Proc
 
-        return Proc("sink", ["sink"], log_dir=self.logs, env={"TELBUS_LOG_LEVEL": "WARNING"})
+        env = {"TELBUS_LOG_LEVEL": "WARNING"}
+        if dsn:
+            env["TELBUS_CLICKHOUSE_DSN"] = dsn
+        return Proc("sink", ["sink"], log_dir=self.logs, env=env)
+
+    def clickhouse_server(self):
+        """A ClickHouse server on loopback (started once, kept on the same port and data)."""
+        from sinks.localserver import LocalClickHouse
+
+        if self.clickhouse is None:
+            self.clickhouse = LocalClickHouse(self.root / "clickhouse-server")
+        self.clickhouse.start()
+        return self.clickhouse
 
     def launch(self, proc, ready_timeout: float = 150.0):
         """Start and wait until it reports ready; it is ours to stop from now on."""
@@ -149,6 +163,8 @@ class ChaosStack:
                 proc.stop(timeout=20)
             except Exception:
                 proc.kill9()
+        if self.clickhouse is not None:
+            self.clickhouse.stop()
         if self.broker is not None:
             if self.broker_pid():
                 self.broker.signal(18)   # SIGCONT: a paused broker cannot act on SIGTERM

@@ -91,3 +91,66 @@ def two_workers_one_killed(ctx) -> dict:
                min(150, ctx.remaining()), 0.5, "the survivor alone in both groups")
     return {"start": start, "end": start, "groups_shared_after_s": shared_s,
             "survivor_alone_after_s": round(time.monotonic() - start, 1)}
+
+
+def clickhouse_outage(ctx) -> dict:
+    """The store taken away: the sink is moved to a ClickHouse server (same group; it
+    re-imports the history into the empty server store from the store's own offsets) and,
+    once it has caught up, the server is killed (kill -9) and kept away for 30 s, then
+    started again on the same data and port. The sink must back off and retry without
+    losing or duplicating a row; the case's accounting then audits the server store.
+    Runs last: the sink stays in server mode."""
+    import os
+
+    server = ctx.stack.clickhouse_server()
+    os.environ["TELBUS_CLICKHOUSE_DSN"] = server.dsn       # the accounting reads the server
+    sink = ctx.stack.procs["sink"]
+    with ctx.stack.hands_on("sink"):
+        sink.stop()
+        ctx.stack.procs["sink"] = sink = ctx.stack.sink(dsn=server.dsn)
+        sink.start(ready_timeout=min(180, ctx.remaining()))
+    metrics = sink.endpoints()["metrics"]
+    threshold = max(300, int(3 * ctx.rate))
+    # from the store's own offsets: the group's committed ones still say where the
+    # embedded store was until the server-mode sink's first commit
+    wait_until(lambda: _store_lag(server.dsn) <= threshold, min(180, ctx.remaining()), 1.0,
+               "sink caught up in the server store")
+    retries0 = _metric(metrics, "telbus_sink_insert_retries_total")
+    start = time.monotonic()
+    server.kill()
+    try:
+        time.sleep(PAUSE_S)                 # the fault itself: no store for 30 s
+        down = {"store_up_while_down": _metric(metrics, "telbus_sink_store_up"),
+                "sink_alive_while_down": sink.proc.poll() is None}
+    finally:
+        server.start()
+    end = time.monotonic()
+    wait_until(lambda: _metric(metrics, "telbus_sink_store_up") == 1, min(120, ctx.remaining()), 0.5,
+               "sink writing again")
+    return {"start": start, "end": end, "store_down_s": PAUSE_S, **down,
+            "insert_retries": int(_metric(metrics, "telbus_sink_insert_retries_total") - retries0),
+            "store_back_after_s": round(time.monotonic() - end, 1)}
+
+
+def _metric(url: str, name: str) -> float:
+    """One unlabelled series (or the first) of a Prometheus text page; 0 when absent."""
+    import re
+    import urllib.request
+
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    m = re.search(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+-]+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def _store_lag(dsn: str) -> int:
+    """Records of the contract topics beyond the offsets the sink recorded in the store."""
+    from sinks.ddl import contract_topics
+    from sinks.store import Store
+    from tests.helpers import end_offsets
+
+    st = Store(dsn, migrate=False)
+    try:
+        saved = st.load_offsets()
+    finally:
+        st.close()
+    return sum(max(0, end - saved.get((t, p), 0)) for t in contract_topics() for p, end in end_offsets(t).items())

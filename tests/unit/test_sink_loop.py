@@ -240,3 +240,29 @@ def test_a_rebalance_flushes_the_framed_batch_once(sink, monkeypatch):
     assert sink._ready is None and sink._flight is None
     assert sink.consumer.commits == [{("net.cdr.raw", 0): 3}]
     assert sink.store.client.query("SELECT count() FROM net_cdr_raw").result_rows == [(3,)]
+
+
+def test_an_insert_that_landed_before_its_error_is_not_inserted_again(sink, monkeypatch):
+    """The store dies after writing the part but before answering: the retry finds the
+    rows stored and inserts nothing twice, neither in the table nor in its views."""
+    real_raw = sink.store.client.raw_insert
+    calls = {"n": 0}
+
+    def lands_then_fails(*a, **kw):
+        calls["n"] += 1
+        real_raw(*a, **kw)
+        if calls["n"] == 1:
+            raise ConnectionError("connection reset by peer")
+
+    monkeypatch.setattr(sink.store.client, "raw_insert", lands_then_fails)
+    monkeypatch.setattr(sink.store, "ping", lambda: False)
+    sink.handle_many([Msg("net.cdr.raw", 0, i, cdr_bytes(i)) for i in range(3)], tcodec.decode)
+    sink._start_flush()
+    sink._wait_flight()
+    assert calls["n"] == 1                                  # nothing left to retry
+    assert sink.stats["inserted"] == 3 and sink.stats["retries"] == 1
+    assert sink.store.client.query("SELECT count() FROM net_cdr_raw").result_rows == [(3,)]
+    from sinks import views
+
+    assert all(r["ok"] for r in views.audit(sink.store.client).values())
+    assert sink.consumer.commits == [{("net.cdr.raw", 0): 3}]
