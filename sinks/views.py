@@ -36,7 +36,10 @@ Views (query these):
 - ``v_open_incidents``: latest change of every incident (argMax over (updated_at or
   opened_at, _offset)) that is neither CLEARED nor MERGED.
 - ``v_subscription_state``: latest SubscriptionState per subscriber
-  (ReplacingMergeTree by ``version``, read with FINAL).
+  (ReplacingMergeTree by ``version``, read with FINAL). Two states of one subscriber with
+  the same version (a processor whose state was reset publishes versions from 1 again)
+  resolve to the later one in the log: the replacing engine keeps the last inserted row
+  among equal versions, the sink inserts in offset order, and :func:`rebuild` does too.
 """
 from __future__ import annotations
 
@@ -191,6 +194,10 @@ TARGETS = {
     "subscription_latest": ("mv_subscription_latest",),
 }
 
+#: rebuild() inserts these targets' rows in log order: their engine keeps, among rows of
+#: one key and equal version, the one inserted last (the later record in the log)
+LOG_ORDER = {"subscription_latest": "ORDER BY _partition, _offset"}
+
 #: For audit: each view's result computed directly from the FINAL tables.
 RECOMPUTE = {
     "v_daily_revenue": f"""
@@ -223,7 +230,7 @@ SELECT incident_id, change FROM (
   FROM oss_incidents FINAL GROUP BY incident_id) WHERE change NOT IN ('CLEARED', 'MERGED')""",
     "v_subscription_state": """
 SELECT subscriber_id, v AS version, st AS status FROM (
-  SELECT subscriber_id, max(version) AS v, argMax(CAST(status AS String), version) AS st
+  SELECT subscriber_id, max(version) AS v, argMax(CAST(status AS String), (version, _offset)) AS st
   FROM bss_subscription_state FINAL GROUP BY subscriber_id)""",
 }
 
@@ -288,4 +295,5 @@ def rebuild(client, target: str) -> None:
     client.command(f"TRUNCATE TABLE {target}")
     for mv in TARGETS[target]:
         select = _mv_select(client, mv)
-        client.command(f"INSERT INTO {target} {select}", settings={"final": 1})
+        order = LOG_ORDER.get(target, "")
+        client.command(f"INSERT INTO {target} {select} {order}", settings={"final": 1})
