@@ -647,8 +647,6 @@ class Sink:
     def run(self, idle_exit_s: float | None = None, stop_after: int | None = None) -> dict:
         """Consume until stopped (or idle for ``idle_exit_s``, or ``stop_after`` records
         handled: the bench); returns counters."""
-        from confluent_kafka import KafkaError
-
         from telbus import codec, metrics
 
         decode = self._decode = codec.default_codec().decode

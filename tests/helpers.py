@@ -199,3 +199,14 @@ def kill9_while_progressing(procs: list, progress, respawn, kills: int = 3, seed
         time.sleep(rnd.uniform(0.0, 0.8))
         procs[-1].kill9()
         procs.append(respawn())
+
+
+def metric(url: str, name: str) -> float:
+    """One series of a process's Prometheus page (the first, whatever its labels); 0 when
+    the series is absent."""
+    import re
+    import urllib.request
+
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    m = re.search(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+-]+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0

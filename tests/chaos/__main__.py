@@ -8,7 +8,6 @@ the machine's cores). The suite has one deadline (``TELBUS_CHAOS_DEADLINE_S``, d
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading

@@ -9,7 +9,7 @@ import signal
 import time
 
 from telbus.localbroker import pid_alive
-from tests.helpers import wait_until
+from tests.helpers import metric, wait_until
 
 PAUSE_S = 30.0
 
@@ -115,31 +115,21 @@ def clickhouse_outage(ctx) -> dict:
     # embedded store was until the server-mode sink's first commit
     wait_until(lambda: _store_lag(server.dsn) <= threshold, min(180, ctx.remaining()), 1.0,
                "sink caught up in the server store")
-    retries0 = _metric(metrics, "telbus_sink_insert_retries_total")
+    retries0 = metric(metrics, "telbus_sink_insert_retries_total")
     start = time.monotonic()
     server.kill()
     try:
         time.sleep(PAUSE_S)                 # the fault itself: no store for 30 s
-        down = {"store_up_while_down": _metric(metrics, "telbus_sink_store_up"),
+        down = {"store_up_while_down": metric(metrics, "telbus_sink_store_up"),
                 "sink_alive_while_down": sink.proc.poll() is None}
     finally:
         server.start()
     end = time.monotonic()
-    wait_until(lambda: _metric(metrics, "telbus_sink_store_up") == 1, min(120, ctx.remaining()), 0.5,
+    wait_until(lambda: metric(metrics, "telbus_sink_store_up") == 1, min(120, ctx.remaining()), 0.5,
                "sink writing again")
     return {"start": start, "end": end, "store_down_s": PAUSE_S, **down,
-            "insert_retries": int(_metric(metrics, "telbus_sink_insert_retries_total") - retries0),
+            "insert_retries": int(metric(metrics, "telbus_sink_insert_retries_total") - retries0),
             "store_back_after_s": round(time.monotonic() - end, 1)}
-
-
-def _metric(url: str, name: str) -> float:
-    """One unlabelled series (or the first) of a Prometheus text page; 0 when absent."""
-    import re
-    import urllib.request
-
-    text = urllib.request.urlopen(url, timeout=10).read().decode()
-    m = re.search(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+-]+)$", text, re.M)
-    return float(m.group(1)) if m else 0.0
 
 
 def _store_lag(dsn: str) -> int:

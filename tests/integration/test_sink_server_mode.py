@@ -7,12 +7,9 @@ clickhouse-connect over HTTP exactly as they would reach clickhouse-server.
 """
 from __future__ import annotations
 
-import re
-import urllib.request
-
 import pytest
 
-from tests.helpers import Proc, cli, produce, produce_in_background, unique, wait_until
+from tests.helpers import Proc, cli, metric, produce, produce_in_background, unique, wait_until
 from tests.integration.test_sink_kafka import DAY1, cdr, rated, sink_env
 
 pytestmark = pytest.mark.integration
@@ -33,12 +30,6 @@ def q(sql):
     from sinks.queryserver import query_result
 
     return query_result(sql, limit=100_000)["rows"]
-
-
-def metric(url: str, name: str) -> float:
-    text = urllib.request.urlopen(url, timeout=10).read().decode()
-    m = re.search(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+-]+)$", text, re.M)
-    return float(m.group(1)) if m else 0.0
 
 
 def test_sink_and_query_against_a_server(broker, data_dir, server):
