@@ -17,13 +17,12 @@ aid, never the production store. It needs chDB's low-level ``_chdb.query`` (the
 clickhouse-local entry point): the public ``chdb.connect`` cannot start listeners.
 
 ``python -m sinks.localserver --port P --data DIR`` runs one in the foreground;
-:class:`LocalClickHouse` starts, stops, kills and pauses one by pid.
+:class:`LocalClickHouse` starts, stops and kills one by pid.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -106,29 +105,16 @@ class LocalClickHouse:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.alive() else None
-
     def kill(self) -> None:
         """kill -9: the store goes away mid-whatever, as a crashed server would."""
         if self.alive():
             self.proc.kill()
             self.proc.wait(30)
 
-    def pause(self) -> None:
-        if self.alive():
-            os.kill(self.proc.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        if self.alive():
-            os.kill(self.proc.pid, signal.SIGCONT)
-
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM (the engine shuts down cleanly), SIGKILL after ``timeout``."""
         if not self.alive():
             return
-        os.kill(self.proc.pid, signal.SIGCONT)
         self.proc.terminate()
         try:
             self.proc.wait(timeout)

@@ -94,6 +94,13 @@ class Writer:
         else:
             self._fence.pop(topic, None)
 
+    def _advance_fence(self, topic: str, stored: dict[int, int]) -> None:
+        """Raise the fence to ``stored`` (partition -> highest offset now in the store)."""
+        fence = self.fence(topic)
+        for p, o in stored.items():
+            if o > fence.get(p, -1):
+                fence[p] = o
+
     def stored_next_offset(self, topic: str, partition: int) -> int | None:
         """First offset not yet in the store for a partition (None: nothing stored)."""
         last = self.fence(topic).get(partition)
@@ -202,10 +209,7 @@ class Writer:
             stored = self.store.fence(table)
             if not stored:
                 continue
-            fence = self.fence(topic)
-            for p, o in stored.items():
-                if o > fence.get(p, -1):
-                    fence[p] = o
+            self._advance_fence(topic, stored)
             n = 0
             if enc:
                 keep = [r for r in enc if r[1] > stored.get(r[0], -1)]
@@ -246,10 +250,10 @@ class Writer:
             records = batch.encoded[topic]
             if not records:
                 continue
-            fp0 = records[0][3][2:10]
-            single = all(r[3][2:10] == fp0 for r in records)
-            if single and not batch.rows.get(topic):
-                if self._flush_encoded(topic, records, result, batch.blobs.pop(topic, None)):
+            blob = batch.blobs.pop(topic, None)     # framed by prepare(): one schema, no rows
+            if blob is not None or (not batch.rows.get(topic)
+                                    and all(r[3][2:10] == records[0][3][2:10] for r in records)):
+                if self._flush_encoded(topic, records, result, blob):
                     batch.encoded[topic] = []
                     continue
             # mixed with decoded rows, several schemas, or refused by the engine: one
@@ -277,14 +281,11 @@ class Writer:
                 self.store.insert(table, cols)
                 result.seconds[table.name] = time.perf_counter() - t0
                 result.rows[table.name] = len(rows)
-                fence = self.fence(topic)
                 last: dict[int, int] = {}
                 for p, o in zip(cols[pi], cols[oi]):
                     if o > last.get(p, -1):
                         last[p] = o
-                for p, o in last.items():
-                    if o > fence.get(p, -1):
-                        fence[p] = o
+                self._advance_fence(topic, last)
             batch.rows[topic] = []
         result.rejected = batch.rejected
         batch.rejected = []
@@ -326,13 +327,7 @@ class Writer:
             return False
         result.seconds[table.name] = time.perf_counter() - t0
         result.rows[table.name] = len(records)
-        fence = self.fence(topic)
-        last: dict[int, int] = {}
-        for r in records:
-            last[r[0]] = r[1]           # sorted by (partition, offset)
-        for p, o in last.items():
-            if o > fence.get(p, -1):
-                fence[p] = o
+        self._advance_fence(topic, {r[0]: r[1] for r in records})    # sorted by (partition, offset)
         return True
 
     def _validate(self, topic: str, table: Table, rows, cols) -> dict[tuple[int, int], str]:

@@ -82,8 +82,6 @@ CREDIT_TOPIC = "ocs.credit.control"
 STATE_TOPIC = "telbus-rating-subscribers-changelog"
 GROUP = "telbus-rating"
 
-
-
 # Event-time alignment (processors/aligned.py): per partition number, subscriber events and
 # CDRs are the two sides; at equal event time subscriber events go first (audit order).
 RANKS = {SUBSCRIBER_TOPIC: 1, CDR_TOPIC: 2}

@@ -66,37 +66,47 @@ def _dlq_records(topic, key):
         c.close()
 
 
-def test_sink_end_to_end_with_dead_letters_and_query_while_running(broker, data_dir):
+def publish_twenty_cdrs_and_garbage(tag: str) -> tuple[str, str]:
+    """20 CDRs of one subscriber, their RatedCdrs (100 li each on one plan), and a record
+    no codec can read; returns (subscriber, plan)."""
     from telbus import kafka
 
-    tag = unique("E2E")
-    sub = f"{tag}-S1"
-    plan = f"{tag}-P"
+    sub, plan = f"{tag}-S1", f"{tag}-P"
     produce("net.cdr.raw", [cdr(f"{tag}-c{i}", sub, DAY1 + i) for i in range(20)])
     produce("bss.cdr.rated", [rated(f"{tag}-c{i}", sub, DAY1 + i, 100, plan) for i in range(20)])
+    p = kafka.producer()
+    p.produce("net.cdr.raw", b"\xc3\x01garbage-bytes", sub)
+    assert p.flush(30) == 0
+    return sub, plan
+
+
+def check_query_cli(plan: str) -> None:
+    """``telbus query``: the plan's revenue as CSV, a write refused, bad SQL as a JSON error."""
+    res = cli("query", f"SELECT revenue_li FROM v_daily_revenue WHERE plan_id = '{plan}'", "--format", "csv",
+              check=True)
+    assert res.stdout == "revenue_li\n2000\n"
+    bad = cli("query", "DROP TABLE net_cdr_raw")
+    assert bad.returncode == 2 and "forbidden" in bad.stderr
+    bad = cli("query", "SELECT nope FROM net_cdr_raw", "--format", "json")
+    assert bad.returncode == 2 and '"kind": "bad_sql"' in bad.stderr
+
+
+def test_sink_end_to_end_with_dead_letters_and_query_while_running(broker, data_dir):
+    # a record no codec can read must reach net.cdr.raw.dlq untouched, not stop the sink
+    tag = unique("E2E")
+    sub, plan = publish_twenty_cdrs_and_garbage(tag)
     produce("bss.subscriber.events", [{
         "event_type": "SubscriberCreated", "event_id": f"{tag}-e", "event_time": DAY1, "source": "CRM-GD",
         "subscriber_id": sub, "msisdn": "13300000001", "account_id": "A1", "home_province": "GD",
         "payment_type": "PREPAID", "plan_id": plan, "real_name": "李四", "id_number": "440106199001019999",
         "broadband_account": None, "broadband_type": "NONE", "access_ne_id": None}])
-    # a record no codec can read: it must reach net.cdr.raw.dlq untouched, not stop the sink
-    p = kafka.producer()
-    p.produce("net.cdr.raw", b"\xc3\x01garbage-bytes", sub)
-    assert p.flush(30) == 0
 
     proc = Proc("sink", ["sink"], env=sink_env(unique("g-"))).start()
     try:
         wait_until(lambda: q(f"SELECT count() FROM net_cdr_raw FINAL WHERE subscriber_id = '{sub}'") == [[20]]
                    and q(f"SELECT count() FROM bss_cdr_rated FINAL WHERE subscriber_id = '{sub}'") == [[20]],
                    60, 0.5, "rows stored")
-        # telbus query works while the sink owns the store (through its endpoint)
-        res = cli("query", f"SELECT revenue_li FROM v_daily_revenue WHERE plan_id = '{plan}'", "--format", "csv",
-                  check=True)
-        assert res.stdout == "revenue_li\n2000\n"
-        bad = cli("query", "DROP TABLE net_cdr_raw")
-        assert bad.returncode == 2 and "forbidden" in bad.stderr
-        bad = cli("query", "SELECT nope FROM net_cdr_raw", "--format", "json")
-        assert bad.returncode == 2 and '"kind": "bad_sql"' in bad.stderr
+        check_query_cli(plan)           # while the sink owns the store (through its endpoint)
         rows = q(f"SELECT real_name_hmac, id_number_hmac FROM bss_subscriber_events FINAL "
                  f"WHERE subscriber_id = '{sub}'")
         from sinks.pii import hash_value

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import Proc, cli, metric, produce, produce_in_background, unique, wait_until
-from tests.integration.test_sink_kafka import DAY1, cdr, rated, sink_env
+from tests.helpers import Proc, cli, metric, produce_in_background, unique, wait_until
+from tests.integration.test_sink_kafka import (DAY1, cdr, check_query_cli, publish_twenty_cdrs_and_garbage,
+                                             rated, sink_env)
 
 pytestmark = pytest.mark.integration
 
@@ -33,30 +34,14 @@ def q(sql):
 
 
 def test_sink_and_query_against_a_server(broker, data_dir, server):
-    from telbus import kafka
-
-    tag = unique("SRV")
-    sub, plan = f"{tag}-S1", f"{tag}-P"
-    produce("net.cdr.raw", [cdr(f"{tag}-c{i}", sub, DAY1 + i) for i in range(20)])
-    produce("bss.cdr.rated", [rated(f"{tag}-c{i}", sub, DAY1 + i, 100, plan) for i in range(20)])
-    p = kafka.producer()
-    p.produce("net.cdr.raw", b"\xc3\x01garbage-bytes", sub)
-    assert p.flush(30) == 0
-
+    sub, plan = publish_twenty_cdrs_and_garbage(unique("SRV"))
     proc = Proc("sink", ["sink"], env={**sink_env(unique("g-")), "TELBUS_CLICKHOUSE_DSN": server.dsn}).start()
     try:
         assert "query" not in proc.endpoints()       # a server is queried directly by everyone
         wait_until(lambda: q(f"SELECT count() FROM bss_cdr_rated FINAL WHERE plan_id = '{plan}'") == [[20]]
                    and q(f"SELECT count() FROM net_cdr_raw FINAL WHERE subscriber_id = '{sub}'") == [[20]],
                    60, 0.5, "rows stored in the server")
-        # while the sink runs, telbus query goes straight to the server
-        res = cli("query", f"SELECT revenue_li FROM v_daily_revenue WHERE plan_id = '{plan}'", "--format", "csv",
-                  check=True)
-        assert res.stdout == "revenue_li\n2000\n"
-        bad = cli("query", "DROP TABLE net_cdr_raw")
-        assert bad.returncode == 2 and "forbidden" in bad.stderr
-        bad = cli("query", "SELECT nope FROM net_cdr_raw", "--format", "json")
-        assert bad.returncode == 2 and '"kind": "bad_sql"' in bad.stderr
+        check_query_cli(plan)           # while the sink runs, straight to the server
         limited = cli("query", f"SELECT cdr_id FROM net_cdr_raw WHERE subscriber_id = '{sub}'", "--limit", "5",
                       "--format", "csv")
         assert limited.returncode == 0 and len(limited.stdout.splitlines()) == 6 and "truncated" in limited.stderr

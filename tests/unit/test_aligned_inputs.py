@@ -65,7 +65,6 @@ def test_an_undecodable_record_keeps_its_place_behind_earlier_ones():
 
 def test_revoke_and_clear_forget_buffered_records():
     a = AlignedInputs({SUBS: 1, ORDERS: 2}, max_idle_s=0.5)
-    c = Consumer({(SUBS, 0): 9, (ORDERS, 0): 9, (SUBS, 1): 9, (ORDERS, 1): 9})
     feed(a, [(ORDERS, 0, 0, {"event_time": 1}), (ORDERS, 1, 0, {"event_time": 1})])
     a.revoke([SimpleNamespace(topic=ORDERS, partition=0)])
     assert (ORDERS, 0) not in a.fetched and a.merger.pending() == 1
