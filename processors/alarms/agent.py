@@ -74,7 +74,7 @@ from typing import Any, Callable, Iterator
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from processors import merge, transactions
+from processors import aligned, transactions
 from processors.alarms.correlate import CorrelationState, Correlator, InvalidAlarm, validate_alarm
 from processors.alarms.topology import Topology, TopologyError, validate_ne, validate_subscriber
 from telbus import codec, config, dlq, kafka, metrics
@@ -89,7 +89,6 @@ OUTPUT_TOPIC = "oss.incidents"
 INPUTS = (ALARM_TOPIC, TOPOLOGY_TOPIC, SUBSCRIBER_TOPIC)
 # Intake alignment: one merge group over every intake partition; at equal event time the
 # network and the subscribers are known before the alarm that needs them.
-INTAKE = "intake"
 _RANK = {TOPOLOGY_TOPIC: 0, SUBSCRIBER_TOPIC: 1, ALARM_TOPIC: 2}
 GROUP = "telbus-alarms"
 FUNNEL_RETENTION_MS = 7 * 24 * 3600 * 1000
@@ -201,9 +200,9 @@ class AlarmProcessor:
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
         self.ready = threading.Event()
-        self.merger = merge.Merger(float(config.env("TELBUS_ALARMS_ALIGN_MS", "500")) / 1000)
-        self._intake_sides: set[tuple[str, int]] = set()
-        self._fetched: dict[tuple[str, int], int] = {}
+        # the intake in event-time order across all its partitions (processors/aligned.py)
+        self.intake = aligned.AlignedInputs(_RANK, float(config.env("TELBUS_ALARMS_ALIGN_MS", "500")) / 1000,
+                                            across_partitions=True)
 
     # -- lifecycle ---------------------------------------------------------------------
     def stop(self) -> None:
@@ -304,27 +303,10 @@ class AlarmProcessor:
         return st
 
     def _on_intake_assign(self, consumer, tps) -> None:
-        self._intake_sides.update((tp.topic, tp.partition) for tp in tps)
+        self.intake.assign(tps)
 
     def _on_intake_revoke(self, consumer, tps) -> None:
-        for tp in tps:
-            side = (tp.topic, tp.partition)
-            self._intake_sides.discard(side)
-            self._fetched.pop(side, None)
-            self.merger.drop(INTAKE, side)
-
-    def _caught_up(self, _group, side) -> bool:
-        """Has this intake partition been fetched to its high watermark (as last seen)?"""
-        tp = TopicPartition(*side)
-        try:
-            _lo, hi = self.in_consumer.get_watermark_offsets(tp, cached=True)
-        except KafkaException:
-            return False
-        nxt = self._fetched.get(side)
-        if nxt is None:
-            pos = self.in_consumer.position([tp])[0].offset
-            nxt = pos if pos >= 0 else None
-        return hi is not None and hi >= 0 and nxt is not None and nxt >= hi
+        self.intake.revoke(tps)
 
     def _on_assign(self, consumer, tps) -> None:
         metrics.REBALANCES.labels(self.process).inc()
@@ -363,25 +345,19 @@ class AlarmProcessor:
     # -- stage 1: decode, validate, forward ----------------------------------------------
     def _forward_step(self) -> None:
         """Forward the intake to the funnel in event-time order across every intake
-        partition (processors/merge.py): an alarm storm's sites sit in different partitions,
-        and a backlog fetched one site far ahead of another would clear symptoms before
-        their root cause arrived."""
+        partition (processors/aligned.py): an alarm storm's sites sit in different
+        partitions, and a backlog fetched one site far ahead of another would clear
+        symptoms before their root cause arrived. Tombstones and undecodable records keep
+        their place in their partition (``_forward`` handles them)."""
         now = time.monotonic()
-        immediate = []
         for m in self._good(self.in_consumer.consume(self.batch_size, self.poll_timeout)):
-            side = (m.topic(), m.partition())
-            self._fetched[side] = m.offset() + 1
+            self.intake.seen(m)
             try:
                 ev = codec.decode(m.value()) if m.value() is not None else None
             except codec.DecodeError:
                 ev = None
-            t = ev.get("event_time") if isinstance(ev, dict) else None
-            if not isinstance(t, int):
-                immediate.append((m, ev))     # tombstones and bad records: nothing to order
-                continue
-            self.merger.add(INTAKE, side, merge.Item(t, _RANK[m.topic()], m.offset(), now, (m, ev)))
-        good = immediate + [it.payload for it in self.merger.release(
-            now, self._caught_up, lambda _g: sorted(self._intake_sides))]
+            self.intake.add(m, ev, now)
+        good = self.intake.release(self.in_consumer, now)
         if not good:
             return
         counts: Counter = Counter()
@@ -392,12 +368,10 @@ class AlarmProcessor:
             key = (m.topic(), m.partition())
             done[key] = max(done.get(key, 0), m.offset() + 1)
         # only what was forwarded is committed: records still waiting are fetched again
-        positions = [TopicPartition(t, p, o) for (t, p), o in sorted(done.items())]
-        if transactions.commit_or_abort(self.in_producer, self.in_consumer, positions, PROCESSOR):
+        if transactions.commit_or_abort(self.in_producer, self.in_consumer, transactions.positions(done), PROCESSOR):
             self._count(counts)
         else:
-            self.merger.clear()
-            self._fetched.clear()
+            self.intake.clear()
             transactions.rewind(self.in_consumer)
 
     def _dead_letter(self, m, stage: str, reason: str, counts: Counter) -> None:

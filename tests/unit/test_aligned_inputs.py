@@ -70,3 +70,31 @@ def test_revoke_and_clear_forget_buffered_records():
     assert (ORDERS, 0) not in a.fetched and a.merger.pending() == 1
     a.clear()
     assert a.merger.pending() == 0 and a.fetched == {}
+
+
+ALARMS, TOPO = "oss.alarm.raw", "oss.topology"
+
+
+def test_across_partitions_one_order_over_every_assigned_partition():
+    a = AlignedInputs({TOPO: 0, ALARMS: 2}, max_idle_s=0.5, across_partitions=True)
+    a.assign([SimpleNamespace(topic=ALARMS, partition=0), SimpleNamespace(topic=ALARMS, partition=1),
+              SimpleNamespace(topic=TOPO, partition=0)])
+    c = Consumer({(ALARMS, 0): 2, (ALARMS, 1): 1, (TOPO, 0): 1})
+    feed(a, [(ALARMS, 0, 0, {"event_time": 300}), (ALARMS, 0, 1, {"event_time": 400})])
+    assert a.release(c, 0.1) == []            # partition 1 and the topology not fetched yet
+    feed(a, [(ALARMS, 1, 0, {"event_time": 100}), (TOPO, 0, 0, {"event_time": 300})])
+    assert [(m.topic(), m.partition(), m.offset()) for m, _ in a.release(c, 0.2)] == [
+        (ALARMS, 1, 0), (TOPO, 0, 0), (ALARMS, 0, 0), (ALARMS, 0, 1)]
+
+
+def test_across_partitions_a_bad_record_waits_behind_its_partition():
+    """An undecodable record (or a tombstone) is not handed over ahead of earlier records
+    of its own partition that still wait: its offset would be committed past them."""
+    a = AlignedInputs({TOPO: 0, ALARMS: 2}, max_idle_s=0.5, across_partitions=True)
+    a.assign([SimpleNamespace(topic=ALARMS, partition=0), SimpleNamespace(topic=ALARMS, partition=1)])
+    c = Consumer({(ALARMS, 0): 2, (ALARMS, 1): 5})   # partition 1 has more to fetch
+    feed(a, [(ALARMS, 0, 0, {"event_time": 300}), (ALARMS, 0, 1, None)], now=10.0)
+    assert a.release(c, 10.1) == []
+    assert [(m.offset(), ev) for m, ev in a.release(c, 10.6)] == [(0, {"event_time": 300}), (1, None)]
+    a.revoke([SimpleNamespace(topic=ALARMS, partition=1)])
+    assert a.assigned == {(ALARMS, 0)}
