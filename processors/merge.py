@@ -10,7 +10,13 @@ So, like Kafka Streams' task idling, the records of one *group* of partitions ar
 in event-time order: the earliest head among the group's buffers goes next (ties by rank,
 then offset). While one of the group's partitions has nothing buffered, the others wait only
 as long as that partition may still hold earlier records: until it is known to be caught up
-(fetched to its high watermark), or at most ``max_idle_s``.
+(fetched to its high watermark), or it has been silent for ``max_idle_s`` -- counted from
+the later of the waiting head's arrival and that partition's last record. A partition still
+delivering a backlog is therefore waited for however long the backlog takes; one that says
+nothing (a transaction marker keeps it just short of its watermark, a slow fetch) costs at
+most ``max_idle_s``. Counting only from the head's arrival let a fresh group replaying a
+backlog on a busy machine release an order half a second ahead of its subscriber's
+creation, still being fetched from the other topic.
 """
 from __future__ import annotations
 
@@ -34,18 +40,23 @@ class Merger:
     def __init__(self, max_idle_s: float = 0.5):
         self.max_idle_s = max_idle_s
         self.buffers: dict[tuple[Hashable, Hashable], deque[Item]] = {}
+        self.last_arrival: dict[tuple[Hashable, Hashable], float] = {}
 
     def add(self, group: Hashable, side: Hashable, item: Item) -> None:
         self.buffers.setdefault((group, side), deque()).append(item)
+        key = (group, side)
+        self.last_arrival[key] = max(self.last_arrival.get(key, item.arrived), item.arrived)
 
     def drop(self, group: Hashable, side: Hashable | None = None) -> None:
         """Forget buffered records of a revoked group (or of one side of it)."""
-        for g, s in list(self.buffers):
-            if g == group and (side is None or s == side):
-                del self.buffers[(g, s)]
+        for store in (self.buffers, self.last_arrival):
+            for g, s in list(store):
+                if g == group and (side is None or s == side):
+                    del store[(g, s)]
 
     def clear(self) -> None:
         self.buffers.clear()
+        self.last_arrival.clear()
 
     def pending(self) -> int:
         return sum(len(q) for q in self.buffers.values())
@@ -68,7 +79,10 @@ class Merger:
                 side = min(heads, key=lambda s: heads[s])
                 head = heads[side]
                 waiting_on = [s for s in expected if s not in heads and not caught_up(group, s)]
-                if waiting_on and now - head.arrived < self.max_idle_s:
-                    break
+                if waiting_on:
+                    since = max([head.arrived] + [self.last_arrival.get((group, s), head.arrived)
+                                                  for s in waiting_on])
+                    if now - since < self.max_idle_s:
+                        break
                 out.append(queues[side].popleft())
         return out

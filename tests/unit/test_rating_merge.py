@@ -43,6 +43,22 @@ def test_waiting_is_bounded():
     assert names(m.release(10.5, caught_up=lambda g, s: False, sides=lambda g: SIDES)) == ["C0"]
 
 
+def test_a_side_still_delivering_a_backlog_is_waited_for_past_max_idle():
+    """A fresh group replaying a backlog: the subscriber partition is fetched behind the
+    CDR one. While it keeps delivering (earlier) records, the CDR waits for it; once it
+    is silent for max_idle, the CDR goes."""
+    m = Merger(max_idle_s=0.5)
+    m.add(0, RANK_CDR, item(100, RANK_CDR, 0, arrived=10.0))
+    for k, now in enumerate([10.3, 10.6, 10.9, 11.2]):
+        m.add(0, RANK_SUBSCRIBER, item(50 + k, RANK_SUBSCRIBER, k, arrived=now))
+        assert names(m.release(now, caught_up=lambda g, s: False, sides=lambda g: SIDES)) == [f"S{k}"]
+    # its SubscriberCreated comes 1.5 s after the CDR and still goes first
+    m.add(0, RANK_SUBSCRIBER, item(90, RANK_SUBSCRIBER, 4, arrived=11.5))
+    assert names(m.release(11.5, caught_up=lambda g, s: False, sides=lambda g: SIDES)) == ["S4"]
+    assert m.release(11.99, caught_up=lambda g, s: False, sides=lambda g: SIDES) == []
+    assert names(m.release(12.0, caught_up=lambda g, s: False, sides=lambda g: SIDES)) == ["C0"]
+
+
 def test_groups_are_independent_and_drop_forgets_a_revoked_partition():
     m = Merger()
     m.add(0, RANK_CDR, item(1, RANK_CDR, 0))
