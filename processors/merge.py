@@ -44,8 +44,7 @@ class Merger:
 
     def add(self, group: Hashable, side: Hashable, item: Item) -> None:
         self.buffers.setdefault((group, side), deque()).append(item)
-        key = (group, side)
-        self.last_arrival[key] = max(self.last_arrival.get(key, item.arrived), item.arrived)
+        self.last_arrival[(group, side)] = item.arrived      # callers' clocks only move forward
 
     def drop(self, group: Hashable, side: Hashable | None = None) -> None:
         """Forget buffered records of a revoked group (or of one side of it)."""
@@ -80,8 +79,8 @@ class Merger:
                 head = heads[side]
                 waiting_on = [s for s in expected if s not in heads and not caught_up(group, s)]
                 if waiting_on:
-                    since = max([head.arrived] + [self.last_arrival.get((group, s), head.arrived)
-                                                  for s in waiting_on])
+                    since = max(head.arrived, *(self.last_arrival.get((group, s), head.arrived)
+                                                for s in waiting_on))
                     if now - since < self.max_idle_s:
                         break
                 out.append(queues[side].popleft())
